@@ -1,0 +1,53 @@
+"""One exception hierarchy for cmhash.
+
+Every error derives from `CmhashError` and from the builtin it refines, so callers can catch either
+`cmhash.errors.CmhashError` or the plain builtin (`ValueError`, `FileNotFoundError`, ...).
+Messages name the bad value and say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class CmhashError(Exception):
+    """Base class of every error cmhash raises on purpose."""
+
+
+class DataNotFoundError(CmhashError, FileNotFoundError):
+    """A dataset file or folder is missing."""
+
+
+class DataFormatError(CmhashError, ValueError):
+    """A dataset file exists but its content is not what its format promises."""
+
+
+class CodeFormatError(CmhashError, ValueError):
+    """Hash codes of the wrong bit width, dtype or shape."""
+
+
+class InvalidInputError(CmhashError, ValueError):
+    """An argument is out of range or holds NaN/inf (empty queries, k <= 0, ...)."""
+
+
+class ConfigError(CmhashError, ValueError):
+    """A configuration names an unknown option or inconsistent values."""
+
+
+class WeightsError(CmhashError, ValueError):
+    """Model weights are missing, do not match the architecture, or are in an unsafe format."""
+
+
+class MissingDependencyError(CmhashError, ImportError):
+    """An optional extra is needed for this feature but is not installed."""
+
+
+def require(module: str, extra: str, feature: str):
+    """Import an optional dependency, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{feature} needs the Python package '{module}', which is not installed ({exc}). "
+            f"Install it with: pip install 'cmhash[{extra}]'"
+        ) from exc

@@ -1,0 +1,1 @@
+"""cmhash.export: ONNX and TensorRT export of trained encoders (needs [train,export])."""

@@ -1,0 +1,98 @@
+"""Image preprocessing in Pillow and numpy: the one implementation used by training, export checks
+and the runtime, so the codes a deployed encoder produces match the codes it was trained with.
+
+The parameters are data (`ImagePreprocess`); each backbone's values live in its config
+(cmhash.zoo.backbones) and travel into checkpoints and ONNX metadata as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cmhash.errors import DataFormatError, InvalidInputError
+
+ImageInput = Union[str, os.PathLike, Image.Image]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """Resize the shorter side to `resize`, center-crop `crop`×`crop`, scale to [0, 1], normalize."""
+
+    resize: int
+    crop: int
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise InvalidInputError(
+                f"interpolation must be one of {sorted(_RESAMPLE)}, got {self.interpolation!r}"
+            )
+        if not 0 < self.crop <= self.resize:
+            raise InvalidInputError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImagePreprocess":
+        try:
+            return cls(
+                resize=int(data["resize"]),
+                crop=int(data["crop"]),
+                interpolation=str(data["interpolation"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFormatError(f"invalid image preprocessing config {data!r}: {exc}") from exc
+
+    def __call__(self, images: Iterable[ImageInput]) -> np.ndarray:
+        """A float32 batch of shape (n, 3, crop, crop)."""
+        return np.stack([self.one(image) for image in images])
+
+    def one(self, image: ImageInput) -> np.ndarray:
+        rgb = load_rgb(image)
+        w, h = rgb.size
+        scale = self.resize / min(w, h)
+        size = (max(self.resize, round(w * scale)), max(self.resize, round(h * scale)))
+        rgb = rgb.resize(size, _RESAMPLE[self.interpolation])
+        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
+        rgb = rgb.crop((left, top, left + self.crop, top + self.crop))
+        x = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def load_rgb(image: ImageInput) -> Image.Image:
+    """Open an image as RGB, applying EXIF orientation; grayscale, RGBA and palette are converted."""
+    if isinstance(image, Image.Image):
+        img = image
+    else:
+        try:
+            img = Image.open(image)
+            img.load()
+        except FileNotFoundError as exc:
+            raise DataFormatError(f"image file not found: {image}") from exc
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataFormatError(f"cannot read image {image}: {exc}") from exc
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on white rather than dropping alpha, so transparent areas are not black noise.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")

@@ -1,0 +1,16 @@
+"""Only the package-dir mapping; everything else is in pyproject.toml.
+
+Every subpackage of zoo/, export/ and runtime/ must be listed explicitly, or the wheel silently
+lacks it while an editable install still works (tests/test_packaging.py guards this).
+"""
+from setuptools import find_packages, setup
+
+ROOTS = {"cmhash": "cmhash", "cmhash.zoo": "zoo", "cmhash.export": "export", "cmhash.runtime": "runtime"}
+
+packages, package_dir = [], {}
+for name, folder in ROOTS.items():
+    package_dir[name] = folder
+    packages.append(name)
+    packages += [f"{name}.{sub}" for sub in find_packages(where=folder)]
+
+setup(packages=packages, package_dir=package_dir)
