@@ -257,7 +257,7 @@ def test_labelnet_alpha():
 
 def test_hash_head_init_and_dropout_on_logits():
     torch.manual_seed(0)
-    head = HashHead(512, 64)
+    head = HashHead(512, 64, init="kaiming_fan_out")
     bound = math.sqrt(6 / 64)  # Kaiming uniform, gain √2, fan_out = K
     w = head.fc.weight
     assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound and (head.fc.bias == 0).all()
@@ -355,7 +355,7 @@ def test_clip_is_per_tensor():
 
 def test_build_optimizer_groups():
     cfg = DMsHLNConfig.offline()
-    bb, head = torch.nn.Linear(3, 3), HashHead(3, 8)
+    bb, head = torch.nn.Linear(3, 3), HashHead(3, 8, init="kaiming_fan_out")
     opt, sched = build_optimizer(cfg, bb.parameters(), head.parameters(), steps_per_epoch=4)
     assert [g["initial_lr"] for g in opt.param_groups] == [1e-5, 1e-3]
     assert all(g["weight_decay"] == 0.2 and g["betas"] == (0.9, 0.98) and g["eps"] == 1e-6 for g in opt.param_groups)

@@ -55,7 +55,8 @@ from torch import nn
 
 from cmhash.errors import ConfigError, InvalidInputError
 
-from .dcph_proxies import ProxyReport, sign_pm1, train_proxies
+from .dcph_proxies import ProxyReport, train_proxies
+from cmhash.zoo.heads import sign_pm1
 
 __all__ = [
     "DCPH", "DCPHConfig", "Phase", "build_optimizers", "cross_loss", "hash_head", "lr_for",

@@ -26,14 +26,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cmhash.zoo.heads import sign_pm1
 from cmhash.errors import InvalidInputError
 
-__all__ = ["PHNet", "ProxyReport", "proxy_loss", "proxy_report", "sign_pm1", "train_proxies"]
-
-
-def sign_pm1(x: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = +1, the project-wide convention (never torch.sign)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+__all__ = ["PHNet", "ProxyReport", "proxy_loss", "proxy_report", "train_proxies"]
 
 
 class PHNet(nn.Module):

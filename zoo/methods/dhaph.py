@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmhash.zoo.heads import HASH_INIT, HashHead
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .bertadam import BertAdam, build_bertadam
@@ -60,7 +61,6 @@ __all__ = ["DHaPHConfig", "DHaPHLoss", "HashHead", "PRESETS", "build_optimizers"
 
 HierGrad = Literal["detached", "to_codes"]
 HIER_GRAD = ("detached", "to_codes")
-HASH_INIT = ("default", "kaiming_fan_out")
 
 
 @dataclass(frozen=True)
@@ -166,27 +166,6 @@ class DHaPHConfig:
 
 
 PRESETS = {"paper": DHaPHConfig.paper, "offline": DHaPHConfig.offline}
-
-
-class HashHead(nn.Module):
-    """`tanh(Dropout(p)(Linear(d→K)(f)))`: dropout on the pre-tanh logits, as the authors do.
-
-    `init="default"` keeps PyTorch's Linear init (DHaPH); "kaiming_fan_out" is Kaiming-uniform
-    with fan_out and a zero bias (DMsH-LN).
-    """
-
-    def __init__(self, in_dim: int, n_bits: int, dropout: float = 0.2, init: str = "default") -> None:
-        super().__init__()
-        if init not in HASH_INIT:
-            raise ConfigError(f"HashHead: init={init!r}; choose one of {HASH_INIT}")
-        self.fc = nn.Linear(in_dim, n_bits)
-        self.dropout = nn.Dropout(dropout)
-        if init == "kaiming_fan_out":
-            nn.init.kaiming_uniform_(self.fc.weight, mode="fan_out")
-            nn.init.zeros_(self.fc.bias)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dropout(self.fc(f)))
 
 
 def self_paced_delta(epoch: int, total_epochs: int) -> float:

@@ -41,10 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmhash.zoo.heads import HashHead
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .bertadam import build_bertadam
-from .labelnet import LabelNet, sign_pm1, train_label_stage
+from .labelnet import LabelNet, train_label_stage
+from cmhash.zoo.heads import sign_pm1
 
 __all__ = [
     "DMsHLN", "DMsHLNConfig", "HashHead", "LabelNetMode", "build_optimizer", "guide_mask",
@@ -145,27 +147,6 @@ class DMsHLNConfig:
     @classmethod
     def from_json(cls, text: str) -> "DMsHLNConfig":
         return cls.from_dict(json.loads(text))
-
-
-class HashHead(nn.Module):
-    """`h = tanh(Dropout(p)(Linear(d→K)(f)))`: dropout on the pre-tanh logits.
-
-    init="kaiming_fan_out" (DMsH-LN): Kaiming-uniform weights in fan_out mode (gain √2, bound
-    √(6/K)) and a zero bias. init="default" (DHaPH): PyTorch's default Linear init.
-    """
-
-    def __init__(self, in_dim: int, bits: int, dropout: float = 0.2, init: HeadInit = "kaiming_fan_out") -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_dim, bits)
-        self.dropout = nn.Dropout(dropout)
-        if init == "kaiming_fan_out":
-            nn.init.kaiming_uniform_(self.fc.weight, mode="fan_out")
-            nn.init.zeros_(self.fc.bias)
-        elif init != "default":
-            raise ConfigError(f"HashHead: init={init!r}, expected 'kaiming_fan_out' or 'default'")
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dropout(self.fc(f)))
 
 
 def row_normalized_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -28,14 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmhash.zoo.heads import sign_pm1
 from cmhash.errors import InvalidInputError
 
-__all__ = ["LabelNet", "label_stage_loss", "sign_pm1", "train_label_stage"]
-
-
-def sign_pm1(x: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = +1, the project-wide convention (never torch.sign)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+__all__ = ["LabelNet", "label_stage_loss", "train_label_stage"]
 
 
 class LabelNet(nn.Module):
