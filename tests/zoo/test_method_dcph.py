@@ -307,7 +307,7 @@ def test_build_runs_stage_one():
 # ---------------------------------------------------------------- config, optimizers, heads
 def test_paper_defaults_match_recipes():
     c = DCPHConfig.paper()
-    assert (c.image_backbone, c.text_backbone, c.text_hidden, c.text_init_std) == ("alexnet", "bow_mlp", 8192, 0.01)
+    assert (c.image_backbone, c.text_backbone, c.text_hidden, c.text_init_std) == ("alexnet", "bow-mlp", 8192, 0.01)
     assert (c.gamma, c.margin_factor, c.cross_weight, c.quant_weight) == (0.3, 0.3, 0.1, 0.1)
     assert c.batch_size == 40 and c.rounds == 80 and c.loop_epochs == 160
     assert (c.momentum, c.weight_decay, c.image_step_size, c.image_step_gamma, c.text_t0) == (0.0, 1e-5, 50, 0.5, 20)
@@ -332,7 +332,7 @@ def test_lr_for_unknown_raises(args):
 
 def test_offline_preset_and_json_round_trip():
     o = DCPHConfig.offline(bits=32)
-    assert (o.image_backbone, o.text_backbone, o.train_backbones) == ("efficientnet_lite0", "minilm_l6", False)
+    assert (o.image_backbone, o.text_backbone, o.train_backbones) == ("efficientnet-lite0", "minilm-l6", False)
     assert (o.gamma, o.margin_factor, o.cross_weight, o.quant_weight) == (0.3, 0.3, 0.1, 0.1)
     assert o.learning_rates() == {"image": 1.0, "text": 1.0}
     assert DCPHConfig.from_json(o.to_json()) == o

@@ -160,7 +160,7 @@ def check_triplets_legal(tri: Triplets, mutual: list[set[int]], kept: list[int],
 
 def test_paper_preset_matches_recipes():
     cfg = DHaPHConfig.paper()
-    assert (cfg.image_backbone, cfg.text_backbone, cfg.train_backbones) == ("clip_vit_b32", "clip_vit_b32", True)
+    assert (cfg.image_backbone, cfg.text_backbone, cfg.train_backbones) == ("clip-vit-b32-image", "clip-vit-b32-text", True)
     assert (cfg.epochs, cfg.batch_size, cfg.seed) == (100, 64, 1814)
     assert (cfg.tau, cfg.alpha) == (0.3, 1.0)
     assert (cfg.n_proxies, cfg.topk, cfg.triplets_per_anchor) == (500, 15, 50)
@@ -175,7 +175,7 @@ def test_paper_preset_matches_recipes():
 
 def test_offline_preset_same_loss_constants():
     off, paper = DHaPHConfig.offline(), DHaPHConfig.paper()
-    assert (off.image_backbone, off.text_backbone, off.train_backbones) == ("efficientnet_lite0", "minilm_l6", False)
+    assert (off.image_backbone, off.text_backbone, off.train_backbones) == ("efficientnet-lite0", "minilm-l6", False)
     assert (off.epochs, off.batch_size) == (100, 32)
     for name in ("tau", "alpha", "n_proxies", "topk", "triplets_per_anchor", "margin", "gumbel_tau",
                  "curvature", "clip_radius", "hier_grad", "lr_heads", "hier_lr"):

@@ -281,7 +281,7 @@ def test_hash_head_init_and_dropout_on_logits():
 
 def test_paper_preset_matches_recipes():
     c = DMsHLNConfig.paper()
-    assert (c.image_backbone, c.text_backbone) == ("clip_vit_b32", "clip_vit_b32")
+    assert (c.image_backbone, c.text_backbone) == ("clip-vit-b32-image", "clip-vit-b32-text")
     assert (c.epochs, c.batch_size, c.seed, c.drop_last) == (100, 128, 3407, True)
     assert (c.ms_threshold, c.ms_margin, c.ms_scale_pos, c.ms_scale_neg, c.ms_pos_eps) == (0.5, 0.1, 2, 40, 1e-5)
     assert (c.hash_dropout, c.head_init) == (0.2, "kaiming_fan_out")
@@ -292,7 +292,7 @@ def test_paper_preset_matches_recipes():
 
 def test_offline_preset_and_json_round_trip():
     o = DMsHLNConfig.offline(bits=16)
-    assert (o.image_backbone, o.text_backbone, o.epochs, o.batch_size) == ("efficientnet_lite0", "minilm_l6", 30, 16)
+    assert (o.image_backbone, o.text_backbone, o.epochs, o.batch_size) == ("efficientnet-lite0", "minilm-l6", 30, 16)
     assert (o.ms_scale_neg, o.ms_margin, o.bits) == (40, 0.1, 16)
     for cfg in (DMsHLNConfig.paper(labelnet="random"), o):
         assert DMsHLNConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

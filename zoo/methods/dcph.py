@@ -53,6 +53,7 @@ from typing import Any, Iterable, Literal, get_args
 import torch
 from torch import nn
 
+from cmhash.zoo.backbones import backbone_names
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .dcph_proxies import ProxyReport, train_proxies
@@ -66,7 +67,6 @@ __all__ = [
 Phase = Literal["image", "text"]
 PHASES: tuple[str, str] = ("image", "text")
 Unlabeled = Literal["raise", "exclude"]
-BACKBONES = ("clip_vit_b32", "alexnet", "bow_mlp", "efficientnet_lite0", "minilm_l6")
 
 # RECIPES.md, "Learning rates by K". No rates are given for MIRFlickr or IAPR: set lr_image/lr_text.
 _LR_TABLE: dict[str, dict[str, dict[int, float]]] = {
@@ -101,7 +101,7 @@ class DCPHConfig:
     """Every DCPH hyperparameter; defaults are RECIPES.md's (the `paper` preset)."""
 
     image_backbone: str = "alexnet"
-    text_backbone: str = "bow_mlp"
+    text_backbone: str = "bow-mlp"
     bits: int = 64
     dataset: str = "coco"               # picks the learning rates from the table (lr_for)
     # Schedule. The authors run "4×20 or 6×2": we read it as 4 blocks of 20 rounds = 80 rounds (6×2 =
@@ -139,8 +139,8 @@ class DCPHConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_backbone", "text_backbone"):
-            if getattr(self, name) not in BACKBONES:
-                raise ConfigError(f"DCPHConfig.{name}={getattr(self, name)!r}: expected one of {BACKBONES}")
+            if getattr(self, name) not in backbone_names():
+                raise ConfigError(f"DCPHConfig.{name}={getattr(self, name)!r}: expected one of {backbone_names()}")
         if self.unlabeled not in get_args(Unlabeled):
             raise ConfigError(f"DCPHConfig.unlabeled={self.unlabeled!r}: expected one of {get_args(Unlabeled)}")
         for name in ("bits", "rounds", "batch_size", "text_hidden", "image_step_size", "text_t0",
@@ -168,7 +168,7 @@ class DCPHConfig:
         layer on frozen features needs a far larger SGD step than a whole network: lr_image =
         lr_text = 1.0, picked on coco-mini's validation slice (val→fit mAP@all, K=32, 3 seeds) among
         {0.3, 1, 3, 10}; 0.3 and 1.0 tie (≈0.47), LSH gives 0.32. They are plain fields."""
-        base = dict(image_backbone="efficientnet_lite0", text_backbone="minilm_l6", train_backbones=False,
+        base = dict(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", train_backbones=False,
                     batch_size=16, rounds=30, lr_image=1.0, lr_text=1.0)
         return replace(cls(), **{**base, **changes})
 

@@ -74,8 +74,8 @@ class DHaPHConfig:
     AdamW's default, which the authors leave in place.
     """
 
-    image_backbone: str = "clip_vit_b32"
-    text_backbone: str = "clip_vit_b32"
+    image_backbone: str = "clip-vit-b32-image"
+    text_backbone: str = "clip-vit-b32-text"
     train_backbones: bool = True
     n_bits: int = 64
     epochs: int = 100
@@ -141,7 +141,7 @@ class DHaPHConfig:
         batches (top-15 of 32 still leaves real negatives); 100 epochs (200 steps) keeps the
         paper's self-paced schedule length (δ ramps over the first 33 epochs).
         """
-        base = cls(image_backbone="efficientnet_lite0", text_backbone="minilm_l6", train_backbones=False,
+        base = cls(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", train_backbones=False,
                    epochs=100, batch_size=32)
         return base.replace(**overrides)
 

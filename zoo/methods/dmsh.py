@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmhash.zoo.heads import HashHead
+from cmhash.zoo.backbones import backbone_names
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .bertadam import build_bertadam
@@ -55,15 +56,14 @@ __all__ = [
 
 LabelNetMode = Literal["trained", "random", "labels"]
 HeadInit = Literal["kaiming_fan_out", "default"]
-BACKBONES = ("clip_vit_b32", "alexnet", "bow_mlp", "efficientnet_lite0", "minilm_l6")
 
 
 @dataclass(frozen=True)
 class DMsHLNConfig:
     """Every DMsH-LN hyperparameter; defaults are RECIPES.md's (the `paper` preset)."""
 
-    image_backbone: str = "clip_vit_b32"
-    text_backbone: str = "clip_vit_b32"
+    image_backbone: str = "clip-vit-b32-image"
+    text_backbone: str = "clip-vit-b32-text"
     bits: int = 64                      # the paper reports 16, 32 and 64
     # Run settings. `seed` is also the split seed of the CLIP pipeline for DMsH-LN.
     epochs: int = 100
@@ -97,8 +97,8 @@ class DMsHLNConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_backbone", "text_backbone"):
-            if getattr(self, name) not in BACKBONES:
-                raise ConfigError(f"DMsHLNConfig.{name}={getattr(self, name)!r}: expected one of {BACKBONES}")
+            if getattr(self, name) not in backbone_names():
+                raise ConfigError(f"DMsHLNConfig.{name}={getattr(self, name)!r}: expected one of {backbone_names()}")
         if self.labelnet not in get_args(LabelNetMode):
             raise ConfigError(f"DMsHLNConfig.labelnet={self.labelnet!r}: expected one of {get_args(LabelNetMode)}")
         if self.head_init not in get_args(HeadInit):
@@ -124,7 +124,7 @@ class DMsHLNConfig:
         """EfficientNet-Lite0 + MiniLM-L6, same loss constants. Sized for a 64-pair training set:
         batch 16 (4 full batches per epoch, none dropped) for 30 epochs (120 steps, 12 of warmup);
         the label stage uses the same batch size."""
-        base = dict(image_backbone="efficientnet_lite0", text_backbone="minilm_l6", epochs=30,
+        base = dict(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", epochs=30,
                     batch_size=16, label_stage_batch_size=16)
         return replace(cls(), **{**base, **changes})
 
