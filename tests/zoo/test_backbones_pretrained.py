@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from cmhash.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from cmhash.zoo.backbones import build_backbone, build_tokenizer, get_config
 from cmhash.zoo.backbones.efficientnet_lite import same_padding
 

@@ -46,14 +46,14 @@ count of finished rounds), both networks, both optimizers and both schedulers.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Literal, get_args
 
 import torch
 from torch import nn
 
 from cmhash.zoo.backbones import backbone_names
+from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .dcph_proxies import ProxyReport, train_proxies
@@ -97,7 +97,7 @@ def lr_for(dataset: str, modality: str, bits: int) -> float:
 
 
 @dataclass(frozen=True)
-class DCPHConfig:
+class DCPHConfig(JsonConfig):
     """Every DCPH hyperparameter; defaults are RECIPES.md's (the `paper` preset)."""
 
     image_backbone: str = "alexnet"
@@ -185,24 +185,6 @@ class DCPHConfig:
         """{"image": lr, "text": lr}: the explicit fields if set, else the table."""
         return {"image": self.lr_image if self.lr_image is not None else lr_for(self.dataset, "image", self.bits),
                 "text": self.lr_text if self.lr_text is not None else lr_for(self.dataset, "text", self.bits)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DCPHConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"DCPHConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DCPHConfig":
-        return cls.from_dict(json.loads(text))
 
 
 def hash_head(in_dim: int, bits: int, init_std: float | None = None) -> nn.Sequential:

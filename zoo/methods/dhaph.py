@@ -41,15 +41,15 @@ How a training loop uses this module::
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Iterable, Literal, Mapping
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cmhash.zoo.heads import HASH_INIT, HashHead
+from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .bertadam import BertAdam, build_bertadam
@@ -64,7 +64,7 @@ HIER_GRAD = ("detached", "to_codes")
 
 
 @dataclass(frozen=True)
-class DHaPHConfig:
+class DHaPHConfig(JsonConfig):
     """Every DHaPH hyperparameter; the defaults are the paper's (RECIPES.md and the authors' code).
 
     `n_bits` 64: the paper reports 16/32/64; the authors' argparse default is 16. `hier_grad`:
@@ -144,25 +144,6 @@ class DHaPHConfig:
         base = cls(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", train_backbones=False,
                    epochs=100, batch_size=32)
         return base.replace(**overrides)
-
-    def replace(self, **changes: Any) -> "DHaPHConfig":
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
-        if unknown:
-            raise ConfigError(f"DHaPH config: unknown field(s) {unknown}")
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))  # tuples become lists: plain JSON
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DHaPHConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"DHaPH config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"DHaPH config: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**dict(data))
 
 
 PRESETS = {"paper": DHaPHConfig.paper, "offline": DHaPHConfig.offline}

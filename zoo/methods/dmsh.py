@@ -33,8 +33,7 @@ whether its stage ran), the heads, the optimizer and the scheduler.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Literal, get_args
 
 import torch
@@ -43,6 +42,7 @@ from torch import nn
 
 from cmhash.zoo.heads import HashHead
 from cmhash.zoo.backbones import backbone_names
+from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
 
 from .bertadam import build_bertadam
@@ -59,7 +59,7 @@ HeadInit = Literal["kaiming_fan_out", "default"]
 
 
 @dataclass(frozen=True)
-class DMsHLNConfig:
+class DMsHLNConfig(JsonConfig):
     """Every DMsH-LN hyperparameter; defaults are RECIPES.md's (the `paper` preset)."""
 
     image_backbone: str = "clip-vit-b32-image"
@@ -127,26 +127,6 @@ class DMsHLNConfig:
         base = dict(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", epochs=30,
                     batch_size=16, label_stage_batch_size=16)
         return replace(cls(), **{**base, **changes})
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DMsHLNConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"DMsHLNConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DMsHLNConfig":
-        return cls.from_dict(json.loads(text))
 
 
 def row_normalized_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

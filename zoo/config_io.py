@@ -1,0 +1,53 @@
+"""JSON round trips for the recipe configs (frozen dataclasses), written once.
+
+Configs are data: they are saved as JSON next to every checkpoint and export, and a key this version
+does not know is an error rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping, TypeVar
+
+from cmhash.errors import ConfigError
+
+C = TypeVar("C", bound="JsonConfig")
+
+
+class JsonConfig:
+    """Mixin for frozen dataclasses: `replace`, `to_dict`/`from_dict` and `to_json`/`from_json`."""
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again by `__post_init__`)."""
+        _check_keys(type(self), changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__} must be read from a mapping, got {type(data).__name__}")
+        _check_keys(cls, data)
+        kwargs = dict(data)
+        for f in dataclasses.fields(cls):  # JSON has no tuples: restore them so configs compare equal
+            if isinstance(f.default, tuple) and isinstance(kwargs.get(f.name), list):
+                kwargs[f.name] = tuple(kwargs[f.name])
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[C], text: str) -> C:
+        return cls.from_dict(json.loads(text))
+
+
+def _check_keys(cls: type, data: Mapping[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(known)}")
