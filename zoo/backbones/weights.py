@@ -100,14 +100,7 @@ def load_state_dict_checked(
         for k in sorted(set(given) & set(expected))
         if tuple(given[k].shape) != tuple(expected[k].shape)
     ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
-    if wrong:
-        more = f" ... and {len(wrong) - _SHOW} more" if len(wrong) > _SHOW else ""
-        problems.append(f"{len(wrong)} shape mismatch(es): {', '.join(wrong[:_SHOW])}{more}")
+    problems = _key_problems(missing, unexpected, wrong)
     if problems:
         raise WeightsError(
             f"weights from {source} do not match {type(module).__name__}: " + "; ".join(problems)
@@ -145,12 +138,19 @@ def check_loading_info(
     missing = set(info.get("missing_keys") or ())
     unexpected = {k for k in info.get("unexpected_keys") or () if not (allowed and k.startswith(allowed))}
     mismatched = [str(m) for m in info.get("mismatched_keys") or ()]
+    problems = _key_problems(missing, unexpected, mismatched)
+    if problems:
+        raise WeightsError(f"weights from {source} do not match the model: " + "; ".join(problems))
+
+
+def _key_problems(missing: set[str], unexpected: set[str], mismatched: list[str]) -> list[str]:
+    """Readable summaries of a state-dict mismatch, a few names of each kind."""
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {', '.join(mismatched[:_SHOW])}")
-    if problems:
-        raise WeightsError(f"weights from {source} do not match the model: " + "; ".join(problems))
+        more = f" ... and {len(mismatched) - _SHOW} more" if len(mismatched) > _SHOW else ""
+        problems.append(f"{len(mismatched)} shape mismatch(es): {', '.join(mismatched[:_SHOW])}{more}")
+    return problems
