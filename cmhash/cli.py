@@ -18,6 +18,7 @@ from rich.table import Table
 import cmhash
 from cmhash.commands import backbones as backbones_commands
 from cmhash.commands import data as data_commands
+from cmhash.commands import train as train_commands
 from cmhash.errors import CmhashError
 
 app = typer.Typer(
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 app.add_typer(data_commands.app, name="data")
 app.add_typer(backbones_commands.app, name="backbones")
+app.command("train")(train_commands.train)
+app.command("eval")(train_commands.evaluate)
 
 stdout = Console()
 stderr = Console(stderr=True)

@@ -65,6 +65,7 @@ class DMsHLNConfig(JsonConfig):
     image_backbone: str = "clip-vit-b32-image"
     text_backbone: str = "clip-vit-b32-text"
     bits: int = 64                      # the paper reports 16, 32 and 64
+    train_backbones: bool = True        # paper: both CLIP towers fine-tune; offline: frozen features
     # Run settings. `seed` is also the split seed of the CLIP pipeline for DMsH-LN.
     epochs: int = 100
     batch_size: int = 128
@@ -124,7 +125,7 @@ class DMsHLNConfig(JsonConfig):
         """EfficientNet-Lite0 + MiniLM-L6, same loss constants. Sized for a 64-pair training set:
         batch 16 (4 full batches per epoch, none dropped) for 30 epochs (120 steps, 12 of warmup);
         the label stage uses the same batch size."""
-        base = dict(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", epochs=30,
+        base = dict(image_backbone="efficientnet-lite0", text_backbone="minilm-l6", train_backbones=False, epochs=30,
                     batch_size=16, label_stage_batch_size=16)
         return replace(cls(), **{**base, **changes})
 
