@@ -176,7 +176,7 @@ def test_paper_preset_matches_recipes():
 def test_offline_preset_same_loss_constants():
     off, paper = DHaPHConfig.offline(), DHaPHConfig.paper()
     assert (off.image_backbone, off.text_backbone, off.train_backbones) == ("efficientnet-lite0", "minilm-l6", False)
-    assert (off.epochs, off.batch_size) == (100, 32)
+    assert (off.epochs, off.batch_size) == (30, 32)
     for name in ("tau", "alpha", "n_proxies", "topk", "triplets_per_anchor", "margin", "gumbel_tau",
                  "curvature", "clip_radius", "hier_grad", "lr_heads", "hier_lr"):
         assert getattr(off, name) == getattr(paper, name), name
