@@ -18,6 +18,8 @@ from rich.table import Table
 import cmhash
 from cmhash.commands import backbones as backbones_commands
 from cmhash.commands import data as data_commands
+from cmhash.commands import export as export_commands
+from cmhash.commands import hub as hub_commands
 from cmhash.commands import train as train_commands
 from cmhash.errors import CmhashError
 
@@ -30,8 +32,12 @@ app = typer.Typer(
 )
 app.add_typer(data_commands.app, name="data")
 app.add_typer(backbones_commands.app, name="backbones")
+app.add_typer(export_commands.app, name="export")
 app.command("train")(train_commands.train)
 app.command("eval")(train_commands.evaluate)
+app.command("publish")(hub_commands.publish)
+app.command("download")(hub_commands.download)
+app.add_typer(hub_commands.zoo_app, name="zoo")
 
 stdout = Console()
 stderr = Console(stderr=True)

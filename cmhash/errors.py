@@ -55,3 +55,48 @@ def require(module: str, extra: str, feature: str):
 
 class IndexFormatError(CmhashError, ValueError):
     """A saved search index is truncated, corrupted, or written by a newer format version."""
+
+
+class ExportError(CmhashError, RuntimeError):
+    """Exporting an encoder (ONNX, fp16 or TensorRT) failed; the message says which step and why."""
+
+
+class ExportValidationError(ExportError):
+    """An exported model disagrees with its source; `failures` lists every failed check, `report` the rest."""
+
+    def __init__(self, message: str, failures: list[str] | None = None, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.failures = list(failures or [])
+        self.report = report or {}
+
+
+class EngineBuildError(ExportError):
+    """TensorRT could not parse the ONNX model or build an engine from it."""
+
+
+class EngineMismatchError(CmhashError, RuntimeError):
+    """A TensorRT engine was built for another TensorRT version, GPU or ONNX file; rebuild it."""
+
+
+class CheckpointNotFoundError(CmhashError, FileNotFoundError):
+    """A run or checkpoint folder lacks the files a command needs (config.json, model.safetensors, ...)."""
+
+
+class RepoIdError(CmhashError, ValueError):
+    """A Hub repository id or model source (`ORG/NAME[@REV]`, `hf-hub:...`, `local-dir:...`) is malformed."""
+
+
+class ChecksumError(CmhashError, ValueError):
+    """A published file does not match the sha256 and size that its `manifest.json` records."""
+
+
+class HubError(CmhashError, OSError):
+    """Talking to the Hugging Face Hub failed (network, server, authentication, rejected upload)."""
+
+
+class HubNotFoundError(HubError, LookupError):
+    """The Hub has no such model repository, or the repository has no such revision."""
+
+
+class NotCachedError(HubError, FileNotFoundError):
+    """The Hub cannot be asked (offline, or unreachable) and the revision is not in the local cache."""

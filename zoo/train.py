@@ -19,6 +19,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,6 +77,26 @@ def _batches(n: int, batch_size: int, drop_last: bool, rng: np.random.Generator)
     return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    """Deterministic kernels while training on CPU, the previous setting restored afterwards.
+
+    With several threads, some CPU kernels add with atomics in thread order, e.g. `index_put_`
+    with accumulate (the backward of DHaPH's triplet gather), so the same step rounds differently
+    from run to run and a resumed run drifts from the uninterrupted one. Their deterministic
+    variants are serial; `warn_only` keeps an op without one running.
+    """
+    if not enabled:
+        yield
+        return
+    before, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -103,7 +124,6 @@ class Trainer:
                               "pairs, or select_on='test-queries' (the authors' optimistic protocol)")
         modalities = ("image", "text") if dataset.images is not None else ("text",)
         self.recipe = make_recipe(method, config, modalities)
-        torch.manual_seed(self.recipe.seed)
         self.backbone_configs = {m: (backbones or {}).get(m) or get_config(self.recipe.backbones[m])
                                  for m in ("image", "text")}
         weights = dict(backbone_weights or {})
@@ -116,6 +136,8 @@ class Trainer:
         self.inputs["text"] = text_input(dataset, self.backbone_configs["text"], frozen, fit,
                                          weights=weights.get("text"), tokenizer_file=tokenizer_file,
                                          progress=progress and self.world.is_main)
+        # Seed here, after the inputs: a feature-cache miss builds (and so draws from) a backbone.
+        torch.manual_seed(self.recipe.seed)
         trained = {} if frozen else {m: build_backbone(self.backbone_configs[m], weights.get(m)).train()
                                      for m in modalities}
         self.model = CrossModalHasher(self._config(modalities), trained).to(self.device)
@@ -128,7 +150,8 @@ class Trainer:
         params = {m: ([p for p in (t.backbone.parameters() if t.backbone is not None else [])],
                       list(t.head.parameters())) for m, t in self.model.towers.items()}
         params.setdefault("image", ([], []))
-        self.setup_report = self.recipe.setup(params, self.labels[fit].to(self.device), per_epoch)
+        with _deterministic(self.device.type == "cpu"):
+            self.setup_report = self.recipe.setup(params, self.labels[fit].to(self.device), per_epoch)
         if self.recipe.method is not None:
             self.recipe.method.to(self.device)
         # DCPH leaves one tower idle per epoch, hence find_unused_parameters.
@@ -219,6 +242,10 @@ class Trainer:
         return self._evaluate(self.split.query, self.split.database)
 
     def run(self) -> TrainResult:
+        with _deterministic(self.device.type == "cpu"):
+            return self._run()
+
+    def _run(self) -> TrainResult:
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         start, best = self._resume()
@@ -236,9 +263,10 @@ class Trainer:
                         best = {"epoch": epoch, "score": scores["score"], self.select_on: scores}
                         self.model.save_pretrained(self.out)
                     record["seconds"] = round(time.perf_counter() - te, 4)
-                    save_state(self._state(epoch, best), self.out, STATE_NAME)
+                    # The metrics line first, the state (the commit) last: a resume trims lines past the state.
                     with open(self.out / METRICS_NAME, "a") as fh:
                         fh.write(json.dumps(record) + "\n")
+                    save_state(self._state(epoch, best), self.out, STATE_NAME)
                     progress.update(task, status=f"loss {terms.get('total', 0.0):.4f} {self.select_on} "
                                                  f"mAP {scores['score']:.3f} (best {best['score']:.3f} @ {best['epoch'] + 1})")
                 self.world.barrier()

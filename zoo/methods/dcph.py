@@ -181,10 +181,13 @@ class DCPHConfig(JsonConfig):
         """Epochs of the shared loop: one image and one text phase per round."""
         return 2 * self.rounds
 
+    def learning_rate(self, modality: str) -> float:
+        """The explicit `lr_<modality>` if set, else the table's rate for (dataset, modality, bits)."""
+        explicit = getattr(self, f"lr_{modality}")
+        return explicit if explicit is not None else lr_for(self.dataset, modality, self.bits)
+
     def learning_rates(self) -> dict[str, float]:
-        """{"image": lr, "text": lr}: the explicit fields if set, else the table."""
-        return {"image": self.lr_image if self.lr_image is not None else lr_for(self.dataset, "image", self.bits),
-                "text": self.lr_text if self.lr_text is not None else lr_for(self.dataset, "text", self.bits)}
+        return {m: self.learning_rate(m) for m in PHASES}
 
 
 def hash_head(in_dim: int, bits: int, init_std: float | None = None) -> nn.Sequential:
@@ -382,11 +385,15 @@ def build_optimizers(config: DCPHConfig, image_params: Iterable[nn.Parameter],
 
     image: StepLR(50, 0.5); text: CosineAnnealingWarmRestarts(T_0=20). Step each scheduler once after
     each of ITS side's epochs (so after `rounds` steps in total), never after the other side's.
+    A side without parameters (a text-only run: the dataset has no images) gets no optimizer, and its
+    learning rate is not looked up.
     """
-    lrs = config.learning_rates()
     out: dict[str, tuple[torch.optim.Optimizer, Any]] = {}
     for phase, params in (("image", image_params), ("text", text_params)):
-        opt = torch.optim.SGD(list(params), lr=lrs[phase], momentum=config.momentum, weight_decay=config.weight_decay)
+        params = list(params)
+        if not params:
+            continue
+        opt = torch.optim.SGD(params, lr=config.learning_rate(phase), momentum=config.momentum, weight_decay=config.weight_decay)
         if phase == "image":
             sched = torch.optim.lr_scheduler.StepLR(opt, config.image_step_size, config.image_step_gamma)
         else:

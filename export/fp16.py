@@ -1,0 +1,269 @@
+"""Half-precision variants of exported encoders (float32 inputs and outputs), and their check.
+
+TensorRT 11 removed the FP16 builder flag: half precision now means a mixed-precision ONNX model.
+`convert_float_to_float16(keep_io_types=True)` makes one. We use onnxruntime's copy of that converter
+(`onnxruntime.transformers.float16`, already installed with onnxruntime) and not onnxconverter-common
+1.16's: the latter leaves `Cast(to=float)` nodes as they are (MiniLM casts its attention mask), so
+their float32 outputs meet float16 tensors and onnxruntime refuses the model.
+
+Two more fixes around the converter. When a graph output is also consumed inside the graph (here
+`hash` feeds the bit packing), the converter casts the output back to float32 but leaves its consumers
+expecting float16; so the packing subgraph is cut off first, the encoder body converted, and the
+packing re-attached in float32 on the float32 `hash` output (so `codes` is always exactly
+`pack(hash)` of the half-precision model's own output). And the converter appends its Cast nodes at
+the end of the node list, which the ONNX checker rejects; the nodes are sorted again.
+
+The check (`validate_fp16`) compares with the float32 model on the dataset: bit agreement of the
+codes (every flip with its |h|), and the change of mAP in both directions on the checkpoint's split.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cmhash.errors import ExportError, ExportValidationError, require
+from cmhash.runtime.codes import pack
+from cmhash.runtime.engine_meta import sha256_file
+
+from .manifest import model_file, read_manifest, refresh_files, write_json, write_manifest
+from .samples import build_inputs
+from .validate import Runner, flips_of, session
+
+MIN_AGREEMENT = 0.995
+MAX_MAP_CHANGE = 0.005
+REPORT_NAME = "validation.fp16.json"
+PACK_PREFIX = "cmhash_pack/"
+
+
+def _split_packing(model: Any) -> tuple[Any, list[Any], dict[str, Any]]:
+    """(body model with output `hash` only, packing nodes, initializers the packing reads)."""
+    graph = model.graph
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    needed, stack = set(), ["hash"]
+    while stack:
+        name = stack.pop()
+        if name in producer and producer[name] not in needed:
+            needed.add(producer[name])
+            stack.extend(graph.node[producer[name]].input)
+    body_nodes = [n for i, n in enumerate(graph.node) if i in needed]
+    pack_nodes = [copy.deepcopy(n) for i, n in enumerate(graph.node) if i not in needed]
+    inits = {init.name: init for init in graph.initializer}
+    body_outputs = {o for n in body_nodes for o in n.output}
+    pack_inits = {}
+    for node in pack_nodes:
+        for j, name in enumerate(node.input):
+            if name in inits:
+                pack_inits[name] = inits[name]
+                node.input[j] = PACK_PREFIX + name
+            elif name in body_outputs and name != "hash":
+                raise ExportError(f"the code packing reads the internal tensor {name!r}; expected only 'hash'")
+    body = copy.deepcopy(model)
+    del body.graph.node[:]
+    body.graph.node.extend(body_nodes)
+    used = {i for n in body_nodes for i in n.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del body.graph.initializer[:]
+    body.graph.initializer.extend(kept)
+    outputs = [o for o in graph.output if o.name == "hash"]
+    del body.graph.output[:]
+    body.graph.output.extend(outputs)
+    # The converter retypes Cast nodes but not always their value_info entries (onnxruntime then
+    # refuses the model): drop the intermediate shape info; onnxruntime infers it again.
+    del body.graph.value_info[:]
+    return body, pack_nodes, pack_inits
+
+
+def _topological_sort(graph: Any) -> None:
+    """Reorder nodes so each comes after its inputs' producers (the converter appends its Casts last)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ExportError(f"the fp16 graph has a cycle or a dangling input near node {pending[0].name!r}")
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+    nodes = [copy.deepcopy(n) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _out_of_fp16_range(model: Any) -> int:
+    """How many non-zero float32 weights the converter clamps (|w| < 5.96e-8 or > 65504)."""
+    from onnx import TensorProto, numpy_helper
+
+    count = 0
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            w = np.abs(numpy_helper.to_array(init))
+            count += int(((w > 0) & (w < 5.96e-8)).sum() + (w > 65504.0).sum())
+    return count
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Write a float16 copy of the ONNX encoder `src` to `dst`, keeping float32 inputs and outputs."""
+    import onnx
+
+    float16 = require("onnxruntime.transformers.float16", "cpu", "The fp16 ONNX variant")
+    from .onnx import save_proto, set_metadata
+
+    model = onnx.load(str(src))
+    if [o.name for o in model.graph.output] != ["hash", "codes"]:
+        raise ExportError(f"{src} does not have the outputs (hash, codes) of a cmhash encoder")
+    codes_output = next(o for o in model.graph.output if o.name == "codes")
+    body, pack_nodes, pack_inits = _split_packing(model)
+    clamped = _out_of_fp16_range(body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = float16.convert_float_to_float16(body, keep_io_types=True)
+    for name, init in pack_inits.items():
+        clone = copy.deepcopy(init)
+        clone.name = PACK_PREFIX + name
+        half.graph.initializer.append(clone)
+    half.graph.node.extend(pack_nodes)
+    half.graph.output.append(codes_output)
+    _topological_sort(half.graph)
+    set_metadata(half, {"precision": "fp16", "fp16_converter": "onnxruntime.transformers.float16 (keep_io_types=True)",
+                        "fp32_source_sha256": sha256_file(src)})
+    try:
+        onnx.checker.check_model(half)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the fp16 variant of {Path(src).name} is not a valid ONNX model: {exc}") from exc
+    save_proto(half, dst)
+    return {"file": Path(dst).name, "converter": "onnxruntime.transformers.float16",
+            "weights_clamped_to_fp16_range": clamped}
+
+
+def add_fp16_variants(folder: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
+    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json is updated."""
+    folder = Path(folder)
+    manifest = manifest if manifest is not None else read_manifest(folder)
+    written = []
+    for modality, enc in manifest["encoders"].items():
+        name = model_file(modality, "fp16")
+        info = convert_fp16(folder / enc["files"]["fp32"], folder / name)
+        enc["files"]["fp16"] = name
+        enc["fp16_conversion"] = info
+        written.append(name)
+    refresh_files(folder, manifest, written)
+    write_manifest(folder, manifest)
+    return written
+
+
+def _run_all(runner: Runner, inputs: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    hs, cs = [], []
+    for _, feed in inputs.batches(batch_size):
+        h, c = runner(feed)
+        hs.append(h)
+        cs.append(c)
+    return np.concatenate(hs), np.concatenate(cs)
+
+
+def _maps(values: dict[str, np.ndarray], dataset: Any, split: Any) -> dict[str, float]:
+    from cmhash.zoo.scoring import score_split
+
+    scores = score_split(values, dataset.labels, split.query, split.database)
+    return {k: float(v) for k, v in scores.items() if k.startswith("map_")}
+
+
+def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | None = None,
+                  min_agreement: float = MIN_AGREEMENT, max_map_change: float = MAX_MAP_CHANGE,
+                  batch_size: int = 32, write_report: bool = True,
+                  on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Compare the fp16 encoders with the fp32 ones on every image and caption of the dataset.
+
+    Bit agreement is over all samples (all captions); mAP uses the first caption of each pair, as
+    evaluation does, on the checkpoint's split. Raises when agreement < `min_agreement` or an mAP
+    moves by more than `max_map_change`; the report is written first.
+    """
+    from cmhash.zoo.train import default_split
+
+    step = on_step or (lambda _msg: None)
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if dataset is None:
+        from .onnx import load_source_dataset
+
+        dataset = load_source_dataset({"data": manifest["source"].get("data", {})}, data_root)
+    inputs = build_inputs(folder, manifest, dataset, captions="all")
+    values: dict[str, dict[str, np.ndarray]] = {"fp32": {}, "fp16": {}}
+    encoders, failures, flipped, total = {}, [], 0, 0
+    for modality, enc in manifest["encoders"].items():
+        if "fp16" not in enc["files"]:
+            raise ExportError(f"{folder} has no fp16 {modality} encoder; run cmhash export onnx ... --fp16")
+        step(f"checking the fp16 {modality} encoder")
+        names = tuple(enc["inputs"])
+        h32, c32 = _run_all(Runner(session(folder / enc["files"]["fp32"]), names), inputs[modality], batch_size)
+        h16, c16 = _run_all(Runner(session(folder / enc["files"]["fp16"]), names), inputs[modality], batch_size)
+        flips = flips_of(c32, c16, h32)
+        own = bool(np.array_equal(c16, pack(h16)))
+        encoders[modality] = {"samples": len(h32), "max_abs_diff": float(np.abs(h16 - h32).max()),
+                              "codes_match_own_hash": own, **flips}
+        flipped, total = flipped + flips["bits_flipped"], total + flips["bits_total"]
+        if flips["bit_agreement"] < min_agreement:
+            failures.append(f"{modality}: bit agreement {flips['bit_agreement']:.4%} < {min_agreement:.2%}")
+        if not own:
+            failures.append(f"{modality}: the fp16 codes differ from pack(fp16 hash)")
+        first = inputs[modality].caption == 0  # one sample per pair, in row order
+        rows = inputs[modality].rows[first]
+        for precision, h in (("fp32", h32), ("fp16", h16)):
+            full = np.full((len(dataset), h.shape[1]), np.nan, np.float32)
+            full[rows] = h[first]
+            values[precision][modality] = full
+    split = default_split(dataset, int(manifest["source"].get("data", {}).get("split_seed") or 0))
+    maps = {p: _maps(values[p], dataset, split) for p in values}
+    change = {k: maps["fp16"][k] - maps["fp32"][k] for k in maps["fp32"]}
+    failures += [f"mAP {k[4:]} changed by {v:+.4f} (limit ±{max_map_change})" for k, v in change.items()
+                 if abs(v) > max_map_change]
+    report = {
+        "passed": not failures,
+        "precision": "fp16",
+        "thresholds": {"min_bit_agreement": min_agreement, "max_map_change": max_map_change},
+        "data": {"dataset": dataset.name, **{m: inputs[m].description for m in inputs},
+                 "map_protocol": f"first caption per pair; split query={len(split.query)}, "
+                                 f"database={len(split.database)}"},
+        "bit_agreement": float(1 - flipped / total) if total else 1.0,
+        "bits_flipped": int(flipped),
+        "bits_total": int(total),
+        "encoders": encoders,
+        "map": {"fp32": maps["fp32"], "fp16": maps["fp16"], "change": change},
+        "failures": failures,
+    }
+    if write_report:
+        write_json(folder / REPORT_NAME, report)
+        manifest = read_manifest(folder)
+        manifest["fp16"] = {k: report[k] for k in ("passed", "thresholds", "bit_agreement", "bits_flipped",
+                                                   "bits_total", "map", "failures")} | {"report": REPORT_NAME}
+        write_manifest(folder, manifest)
+    if failures:
+        raise ExportValidationError(f"the fp16 variant of {folder} fails {len(failures)} check(s):\n  - "
+                                    + "\n  - ".join(failures), failures, report)
+    return report
+
+
+def fp16_table(report: dict[str, Any]):
+    """A rich Table of an fp16 report: agreement and mAP per direction."""
+    from rich.table import Table
+
+    t = report["thresholds"]
+    title = ("fp16 within limits" if report["passed"] else "[red]fp16 outside limits[/]") + \
+        f" (agreement >= {t['min_bit_agreement']:.1%}, |ΔmAP| <= {t['max_map_change']})"
+    table = Table(title=title)
+    for col in ("measure", "fp32", "fp16", "change / detail"):
+        table.add_column(col)
+    for m, r in report["encoders"].items():
+        detail = f"{r['bits_flipped']} of {r['bits_total']} bits flipped"
+        if r["bits_flipped"]:
+            detail += f"; max |h| flipped {r['max_abs_h_flipped']:.2e}"
+        table.add_row(f"{m} bit agreement", "", f"{r['bit_agreement']:.4%}", detail)
+    for k, v in report["map"]["change"].items():
+        table.add_row(f"mAP {k[4:]}", f"{report['map']['fp32'][k]:.4f}", f"{report['map']['fp16'][k]:.4f}", f"{v:+.4f}")
+    return table

@@ -1,0 +1,76 @@
+"""cmhash/commands/export.py: the thin CLI (the library calls are tested in the other modules)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cmhash.cli import app
+from cmhash.errors import ExportValidationError
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", ["onnx", "validate", "trt"])
+def test_help_has_examples(command):
+    result = runner.invoke(app, ["export", command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and f"cmhash export {command}" in result.output
+
+
+def test_validate_prints_the_tables(session_export, monkeypatch):
+    import cmhash.export.fp16 as fp16
+    import cmhash.export.validate as validate
+
+    calls = {}
+
+    def fake_validate(folder, **kwargs):
+        calls["validate"] = (folder, kwargs)
+        return session_export.validation
+
+    monkeypatch.setattr(validate, "validate_export", fake_validate)
+    monkeypatch.setattr(fp16, "validate_fp16", lambda folder, **kw: session_export.fp16)
+    result = runner.invoke(app, ["export", "validate", str(session_export.folder), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "all values close (atol 0.0001)" in result.stdout and "mAP i2t" in result.stdout
+    assert calls["validate"][1]["checkpoint"] is None
+    result = runner.invoke(app, ["export", "validate", str(session_export.folder), "--json", "--no-fp16"])
+    assert result.exit_code == 0
+    out = json.loads(result.stdout)
+    assert out["validation"]["passed"] and out["fp16"] is None
+
+
+def test_validate_failure_exits_with_the_table_and_a_typed_error(session_export, monkeypatch):
+    import cmhash.export.validate as validate
+
+    broken = dict(session_export.validation, passed=False, failures=["image: names: outputs ['hashes', 'codes']"])
+
+    def failing(folder, **kwargs):
+        raise ExportValidationError("1 validation check(s) failed", broken["failures"], broken)
+
+    monkeypatch.setattr(validate, "validate_export", failing)
+    result = runner.invoke(app, ["export", "validate", str(session_export.folder), "--no-fp16", "--no-progress"])
+    assert isinstance(result.exception, ExportValidationError)
+    assert "check" in result.stdout  # the table was printed before the error
+
+
+def test_onnx_command_calls_the_library_and_summarises(session_export, monkeypatch, tmp_path):
+    import cmhash.export.onnx as onnx_module
+    from cmhash.export.manifest import read_manifest
+    from cmhash.export.onnx import ExportResult
+
+    seen = {}
+
+    def fake_export(checkpoint, out, **kwargs):
+        seen.update(kwargs, checkpoint=checkpoint, out=out)
+        kwargs["on_step"]("exporting")
+        return ExportResult(session_export.folder, read_manifest(session_export.folder), session_export.validation,
+                            session_export.fp16)
+
+    monkeypatch.setattr(onnx_module, "export_checkpoint", fake_export)
+    result = runner.invoke(app, ["export", "onnx", str(session_export.checkpoint), "--out", str(tmp_path / "e"),
+                                 "--fp16"])
+    assert result.exit_code == 0, result.output
+    assert seen["fp16"] is True and seen["validate"] is True and seen["opset"] == 18
+    assert "all values close" in result.stdout and "fp16 within limits" in result.stdout
+    assert "exported image, text encoder(s)" in result.stderr
