@@ -89,5 +89,5 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except CmhashError as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
+        stderr.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -62,12 +62,16 @@ class ExportError(CmhashError, RuntimeError):
 
 
 class ExportValidationError(ExportError):
-    """An exported model disagrees with its source; `failures` lists every failed check, `report` the rest."""
+    """An exported model disagrees with its source; `failures` lists every failed check, `report` the rest.
+
+    `result`: the whole export (both reports), when the export itself raised it.
+    """
 
     def __init__(self, message: str, failures: list[str] | None = None, report: dict | None = None) -> None:
         super().__init__(message)
         self.failures = list(failures or [])
         self.report = report or {}
+        self.result = None
 
 
 class EngineBuildError(ExportError):

@@ -280,6 +280,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
             failure = failure or exc
             result.fp16 = exc.report
     if failure is not None:
+        failure.result = result  # both reports, for callers that print them
         raise failure
     return result
 

@@ -93,9 +93,12 @@ def export_onnx(
                                        dataset=_load(dataset, data_root), data_root=data_root, opset=opset,
                                        on_step=step)
     except ExportValidationError as exc:
-        if not as_json:
-            _print_reports(exc.report if exc.report.get("precision") == "fp32" else None,
-                           exc.report if exc.report.get("precision") == "fp16" else None)
+        partial = getattr(exc, "result", None)
+        if as_json and partial is not None:
+            print(json.dumps({"folder": str(partial.folder), "validation": partial.validation, "fp16": partial.fp16},
+                             indent=2))
+        elif partial is not None:
+            _print_reports(partial.validation, partial.fp16)
         raise
     if as_json:
         print(json.dumps({"folder": str(result.folder), "files": result.manifest["files"],
