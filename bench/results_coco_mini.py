@@ -144,8 +144,10 @@ def write_report(args, table, split, feature_seconds: float, total: float, pngs:
         "",
         f"Produced by `python bench/results_coco_mini.py --bits {' '.join(map(str, args.bits))} --seeds "
         f"{' '.join(map(str, args.seeds))}{''.join(f' --limit {x}' for x in args.limit)}` on {dt.date.today().isoformat()}, {platform.machine()} with "
-        f"2 CPU cores, no GPU. **Wall time of the whole run: {total / 60:.1f} min** (feature extraction "
-        f"{feature_seconds:.0f} s of it, or ~0 when the feature cache was warm).",
+        f"2 CPU cores, no GPU. Wall time of this invocation: {total / 60:.1f} min (feature extraction "
+        f"{feature_seconds:.0f} s of it; finished runs from earlier invocations are reloaded, not retrained). "
+        f"**Sum of the per-run training times (each run counted once, per-epoch validation included): "
+        f"{sum(r['seconds'] for recs in table.values() for r in recs) / 60:.1f} min.**",
         "",
         f"- Data: coco-mini, 159 real COCO images with 5 captions each and 80 labels. Proportional split "
         f"(seed 0): **{sizes['query']} test queries, {sizes['database']} database pairs; {sizes['train']} "
