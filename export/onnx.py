@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ MIN_OPSET = 18
 EXPORTER = "torch.onnx.export(dynamo=True)"
 CODE_LAYOUT = "bit j = (hash_j >= 0), so sign(0) = +1; bit j in byte j // 8, least significant bit first (FAISS)"
 Step = Callable[[str], None]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript",
                   "onnx_ir", "torch._subclasses", "torch._utils_internal")
 
@@ -160,8 +162,8 @@ def export_encoder(spec: EncoderSpec, path: str | Path, metadata: Mapping[str, s
             proto = program.model_proto
     except Exception as exc:  # the exporter raises many types; all mean the same to the user
         tail = "\n".join(log.getvalue().strip().splitlines()[-15:])
-        raise ExportError(f"exporting the {spec.modality} encoder ({spec.config.name}) to ONNX failed: "
-                          f"{type(exc).__name__}: {str(exc)[:2000]}\nexporter log (tail):\n{tail}") from exc
+        message = _ANSI.sub("", f"{type(exc).__name__}: {str(exc)[:2000]}\nexporter log (tail):\n{tail}")
+        raise ExportError(f"exporting the {spec.modality} encoder ({spec.config.name}) to ONNX failed: {message}") from exc
     set_metadata(proto, metadata)
     try:
         onnx.checker.check_model(proto)

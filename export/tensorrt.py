@@ -91,7 +91,7 @@ def _make_logger(trt: Any):
             self.messages: list[tuple[str, str]] = []
 
         def log(self, severity: Any, msg: str) -> None:
-            self.messages.append((str(severity), str(msg)))
+            self.messages.append((str(getattr(severity, "name", severity)), str(msg)))
 
         def errors(self) -> list[str]:
             return [m for s, m in self.messages if "ERROR" in s.upper()]

@@ -137,7 +137,7 @@ def test_parser_errors_are_all_reported(export_copy):
 def test_build_returning_none_is_a_typed_error_with_the_builder_log(export_copy):
     folder = export_copy()
     trt = FakeTensorRT("10.9.0", build_result=None, build_log=["Error Code 4: out of workspace memory"])
-    with pytest.raises(EngineBuildError, match="returned None.*out of workspace memory.*--workspace-mb"):
+    with pytest.raises(EngineBuildError, match="(?s)returned None.*out of workspace memory.*--workspace-mb"):
         build_engines(folder, BuildOptions(modalities=("image",)), trt=trt, platform=A100)
     assert not (folder / "image.engine").exists() and not (folder / "image.engine.json").exists()
 
