@@ -13,7 +13,8 @@ from typing import Any
 
 import cmhash
 from cmhash.runtime.engine_meta import (EngineMeta, Platform, check_sidecar, current_platform, read_sidecar,
-                                        sha256_file, sidecar_path, write_sidecar)
+                                        sidecar_path, write_sidecar)
+from cmhash.runtime.io import sha256_file
 
 __all__ = ["BuildOptions", "EngineMeta", "Platform", "check_sidecar", "current_platform", "make_meta",
            "read_sidecar", "rebuild_command", "sidecar_path", "write_sidecar"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from cmhash.errors import ExportError, ExportValidationError, require
 from cmhash.runtime.codes import pack
-from cmhash.runtime.engine_meta import sha256_file
+from cmhash.runtime.io import sha256_file
 
 from .manifest import model_file, read_manifest, refresh_files, write_json, write_manifest
 from .samples import build_inputs

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cmhash.errors import ExportError
-from cmhash.runtime.engine_meta import sha256_file
+from cmhash.runtime.io import sha256_file
 from cmhash.runtime.io import atomic_write
 
 FORMAT = "cmhash-export/1"

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import cmhash
 from cmhash.errors import ExportError, ExportValidationError
-from cmhash.runtime.engine_meta import sha256_file
+from cmhash.runtime.io import sha256_file
 from cmhash.runtime.io import atomic_write
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders

@@ -13,7 +13,6 @@ The machine's GPU is probed with CuPy, cuda-python or nvidia-smi, whichever is t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,18 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cmhash.errors import EngineMismatchError
+from cmhash.runtime.io import sha256_file
 
 SIDECAR_FORMAT = "cmhash-trt-engine/1"
 SIDECAR_SUFFIX = ".json"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:

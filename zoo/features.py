@@ -34,25 +34,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmhash.errors import ConfigError, InvalidInputError, WeightsError, require
-from cmhash.runtime.io import atomic_write
+from cmhash.runtime.io import atomic_write, sha256_file
 from cmhash.zoo.backbones import BackboneConfig, build_backbone, build_tokenizer, tokenizer_path
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20
 _FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
 
 
 # ----------------------------------------------------------------------------------------- hashing
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -62,7 +53,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     memo_key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
     digest = _FILE_HASHES.get(memo_key)
     if digest is None:
-        digest = _FILE_HASHES[memo_key] = _sha256_file(p)
+        digest = _FILE_HASHES[memo_key] = sha256_file(p)
     return digest
 
 
@@ -121,7 +112,7 @@ def image_cache_key(
 ) -> str:
     """The cache key of these images (every file's bytes are hashed) under this config and weights."""
     _check_modality(config, "image")
-    inputs = [_sha256_file(Path(p)) for p in paths]
+    inputs = [sha256_file(Path(p)) for p in paths]
     return _key(config, weights_fingerprint(config, weights), {"kind": "images", "sha256": inputs})
 
 

@@ -18,7 +18,7 @@ from cmhash.export.manifest import check_files, read_manifest
 from cmhash.export.onnx import export_encoder, quiet
 from cmhash.export.validate import Runner, session
 from cmhash.runtime.codes import pack
-from cmhash.runtime.engine_meta import sha256_file
+from cmhash.runtime.io import sha256_file
 from cmhash.runtime.preprocess import ImagePreprocess
 from cmhash.runtime.tokenize import TextTokenizer
 from cmhash.zoo.backbones import get_config

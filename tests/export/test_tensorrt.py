@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cmhash.errors import ConfigError, EngineBuildError, EngineMismatchError, ExportError, MissingDependencyError
 from cmhash.export.engine_meta import BuildOptions, Platform, check_sidecar, read_sidecar
 from cmhash.export.tensorrt import build_engines, precision_path, profile_shapes
-from cmhash.runtime.engine_meta import sha256_file
+from cmhash.runtime.io import sha256_file
 
 A100 = Platform(cuda_version="12.8", gpu_name="NVIDIA A100-SXM4-80GB", compute_capability="8.0")
 
