@@ -1,7 +1,8 @@
 """Only the package-dir mapping; everything else is in pyproject.toml.
 
 Every subpackage of zoo/, export/ and runtime/ must be listed explicitly, or the wheel silently
-lacks it while an editable install still works (tests/test_packaging.py guards this).
+lacks it while an editable install still works (tests/test_packaging.py guards this). The model-card
+template (model_cards/) ships as data of `cmhash.model_cards`, so `cmhash publish` works from a wheel.
 """
 from setuptools import find_packages, setup
 
@@ -13,4 +14,8 @@ for name, folder in ROOTS.items():
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(where=folder)]
 
-setup(packages=packages, package_dir=package_dir)
+DATA = {"cmhash.model_cards": "model_cards"}
+package_dir.update(DATA)
+packages += list(DATA)
+
+setup(packages=packages, package_dir=package_dir, package_data={"cmhash.model_cards": ["*.j2", "*.md"]})

@@ -56,3 +56,9 @@ def test_every_subpackage_imports_from_the_installed_wheel(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_wheel_ships_the_model_card_template(wheel):
+    """`cmhash publish` renders model_cards/template.md.j2; an installed wheel must carry it."""
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cmhash/model_cards/template.md.j2" in names

@@ -13,12 +13,14 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import importlib.resources
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import cmhash
 from cmhash.errors import CheckpointNotFoundError, WeightsError
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md.j2"
+TEMPLATE = "template.md.j2"  # in model_cards/, installed as package data of cmhash.model_cards
 LICENSE = "apache-2.0"  # of the weights in the repo (the hash heads); the data and backbones keep theirs
 TASK = ("cross-modal-retrieval", "Cross-modal retrieval (image ↔ text)")
 DIRECTIONS = (("i2t", "image → text", "I→T"), ("t2i", "text → image", "T→I"))
@@ -169,16 +171,20 @@ def card_context(config: dict[str, Any], *, repo_id: str | None = None,
     }
 
 
+def _packaged_template() -> Path:
+    """The template shipped with the package (the source tree's model_cards/ in an editable install)."""
+    return Path(str(importlib.resources.files("cmhash.model_cards").joinpath(TEMPLATE)))
+
+
 def render_card(run_dir: str | os.PathLike, *, repo_id: str | None = None, onnx_files: Sequence[str] = (),
                 template_path: str | os.PathLike | None = None) -> ModelCard:
     """The model card of a finished run, from `model_cards/template.md.j2` (or `template_path`)."""
     run_dir = Path(run_dir)
     config = _read(run_dir)
-    template = Path(template_path) if template_path is not None else TEMPLATE
+    template = Path(template_path) if template_path is not None else _packaged_template()
     if not template.is_file():
         raise CheckpointNotFoundError(
-            f"model card template {template} not found: it ships with the cmhash source tree (model_cards/), "
-            "not with the wheel. Publish from a source checkout, or pass template_path=")
+            f"model card template {template} not found: pass template_path= a readable .md.j2 file")
     context = card_context(config, repo_id=repo_id, onnx_files=onnx_files)
     dataset, method = config["data"]["dataset"], config["method"]
     data = ModelCardData(
