@@ -1,4 +1,5 @@
-"""Crash-safe file writing: a temporary file in the same folder, fsync, then an atomic rename.
+"""Crash-safe file writing (a temporary file in the same folder, fsync, then an atomic rename), and
+reading JSON files that may be damaged or hostile.
 
 A reader therefore sees either the old file or the complete new one, never a torn write.
 """
@@ -7,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 
 @contextlib.contextmanager
@@ -20,6 +22,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file open()'s usual mode
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -30,6 +33,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -49,3 +59,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; every kind of bad content raises ValueError (missing files: FileNotFoundError).
+
+    Why: `json.loads` raises RecursionError, not ValueError, on deeply nested input (`[[[[...`), and
+    invalid UTF-8 must not escape as a decoding error of its own; callers then need one `except
+    ValueError` to turn any damaged file into their typed error.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("the JSON nests too deeply") from None
