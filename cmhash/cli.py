@@ -21,6 +21,7 @@ from cmhash.commands import backbones as backbones_commands
 from cmhash.commands import data as data_commands
 from cmhash.commands import export as export_commands
 from cmhash.commands import hub as hub_commands
+from cmhash.commands import runtime as runtime_commands
 from cmhash.commands import train as train_commands
 from cmhash.errors import CmhashError
 
@@ -39,6 +40,9 @@ app.command("eval")(train_commands.evaluate)
 app.command("publish")(hub_commands.publish)
 app.command("download")(hub_commands.download)
 app.add_typer(hub_commands.zoo_app, name="zoo")
+app.add_typer(runtime_commands.encode_app, name="encode")
+app.add_typer(runtime_commands.index_app, name="index")
+app.command("search")(runtime_commands.search)
 
 stdout = Console()
 stderr = Console(stderr=True)

@@ -104,3 +104,24 @@ class HubNotFoundError(HubError, LookupError):
 
 class NotCachedError(HubError, FileNotFoundError):
     """The Hub cannot be asked (offline, or unreachable) and the revision is not in the local cache."""
+
+
+class ExportFolderError(CmhashError, ValueError):
+    """An export folder is incomplete or inconsistent (no export.json, a missing or modified model file,
+    metadata that disagrees with export.json); the message says which file and how to re-export."""
+
+
+class ProviderUnavailableError(CmhashError, RuntimeError):
+    """onnxruntime was asked for a GPU execution provider (CUDA, TensorRT) and silently gave another.
+
+    onnxruntime falls back to the CPU without raising; cmhash raises this instead, unless the caller
+    passed `allow_fallback=True`.
+    """
+
+
+class ProviderFallbackWarning(UserWarning):
+    """A GPU provider was asked for, was not available, and `allow_fallback=True` let the CPU run it."""
+
+
+class EncoderOutputError(CmhashError, RuntimeError):
+    """An encoder returned NaN/inf hash values or outputs of the wrong shape or dtype."""

@@ -14,7 +14,7 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from cmhash.errors import DataFormatError, InvalidInputError
+from cmhash.errors import DataFormatError, DataNotFoundError, InvalidInputError
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
@@ -85,14 +85,34 @@ def load_rgb(image: ImageInput) -> Image.Image:
         try:
             img = Image.open(image)
             img.load()
-        except FileNotFoundError as exc:
-            raise DataFormatError(f"image file not found: {image}") from exc
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise DataNotFoundError(f"image file not found: {image} (check the path)") from exc
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataFormatError(f"cannot read image {image}: {exc}") from exc
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError) as exc:  # a malformed EXIF block
+        raise DataFormatError(f"cannot apply the EXIF orientation of {_name(image)}: {exc}") from exc
+    if img.mode in _WIDE_GRAY:
+        img = _gray16_to_8(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
         # Composite on white rather than dropping alpha, so transparent areas are not black noise.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB")
+
+
+# Pillow opens 16-bit grayscale PNG/TIFF as "I;16" (or "I"), and its convert("RGB") clips those values
+# to 255 instead of scaling them, which turns most 16-bit images white. Scale 0..65535 to 0..255.
+_WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _gray16_to_8(img: Image.Image) -> Image.Image:
+    wide = np.asarray(img).astype(np.int64)
+    eight = np.clip((wide * 255 + 32767) // 65535, 0, 255).astype(np.uint8)  # round(v * 255 / 65535)
+    return Image.fromarray(eight)  # uint8 2-D: mode "L"
+
+
+def _name(image: ImageInput) -> str:
+    return "the image" if isinstance(image, Image.Image) else str(image)

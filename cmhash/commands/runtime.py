@@ -1,0 +1,194 @@
+"""`cmhash encode images|texts`, `cmhash index build` and `cmhash search`: the torch-free runtime.
+
+Each command calls one function of `cmhash.runtime.pipeline` and prints its result: data on stdout
+(a table, or JSON with --json), messages and progress bars on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cmhash.commands import JsonOption, stderr, stdout
+
+encode_app = typer.Typer(help="Encode images or texts into packed hash codes with an exported model (no torch).",
+                         no_args_is_help=True, rich_markup_mode="markdown")
+index_app = typer.Typer(help="Build Hamming indexes from encoded codes.", no_args_is_help=True,
+                        rich_markup_mode="markdown")
+
+ModelOption = Annotated[Path, typer.Option("--model", help="An export folder (made by `cmhash export onnx`).")]
+BackendOption = Annotated[str, typer.Option(
+    help="onnxruntime, or tensorrt (a native engine from `cmhash export trt`; needs TensorRT, CuPy and a GPU).")]
+ProviderOption = Annotated[str, typer.Option(
+    help="onnxruntime execution provider: cpu, cuda or tensorrt. A GPU provider that onnxruntime cannot give is an "
+         "error unless --allow-cpu-fallback.")]
+FallbackOption = Annotated[bool, typer.Option(
+    "--allow-cpu-fallback", help="Run on the CPU (with a warning) when the GPU provider is unavailable.")]
+PrecisionOption = Annotated[str, typer.Option(help="fp32, or fp16 (exports made with --fp16).")]
+ThreadsOption = Annotated[Optional[int], typer.Option(help="CPU threads for onnxruntime (default: all cores).")]
+BatchOption = Annotated[int, typer.Option("--batch-size", help="Inputs per encoder call.")]
+ProgressOption = Annotated[Optional[bool], typer.Option(
+    "--progress/--no-progress", help="Progress bar on stderr (default: for 256+ inputs on a terminal).")]
+
+
+def _options(backend: str, provider: str, fallback: bool, precision: str, threads: Optional[int], batch_size: int,
+             progress: Optional[bool]):
+    from cmhash.runtime.pipeline import EncoderOptions
+
+    return EncoderOptions(backend=backend, provider=provider, allow_fallback=fallback, precision=precision,
+                          threads=threads, batch_size=batch_size, progress=progress)
+
+
+def _summary(data, out: Path) -> dict:
+    truncated = [] if data.truncated is None else data.ids[data.truncated].tolist()
+    return {"out": str(out), "count": int(data.codes.shape[0]), "bits": data.bits, "modality": data.modality,
+            "method": data.method, "truncated_ids": truncated}
+
+
+def _report(summary: dict, as_json: bool, what: str) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    if summary["truncated_ids"]:
+        ids = summary["truncated_ids"]
+        listed = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+        stderr.print(f"[yellow]note:[/] {len(ids)} text(s) were longer than the tokenizer's max_length and were "
+                     f"truncated as in training (line numbers, 0-based: {listed})", highlight=False, soft_wrap=True)
+    stderr.print(f"encoded {summary['count']} {what} into {summary['bits']}-bit codes: {escape(summary['out'])}",
+                 highlight=False, soft_wrap=True)
+
+
+@encode_app.command("images")
+def encode_images(
+    paths: Annotated[list[Path], typer.Argument(help="Image files, or folders (searched recursively for images).")],
+    model: ModelOption,
+    out: Annotated[Path, typer.Option("--out", help="The codes file to write (.npz).")],
+    backend: BackendOption = "onnxruntime",
+    provider: ProviderOption = "cpu",
+    allow_cpu_fallback: FallbackOption = False,
+    precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = 32,
+    progress: ProgressOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Encode images into packed hash codes (ids 0..n-1, in the order given) and save them as .npz.
+
+    Images are opened with their EXIF orientation; grayscale, RGBA and palette images are converted
+    as in training. An unreadable image stops the run and names the file.
+
+    Examples:
+
+    * `cmhash encode images photos/ --model exports/dmsh64 --out photos.npz`
+    * `cmhash encode images a.jpg b.png --model exports/dmsh64 --out q.npz --provider cuda --json`
+    """
+    from cmhash.runtime.pipeline import encode_images as run
+
+    data = run(model, paths, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
+                                           progress))
+    _report(_summary(data, out), as_json, "images")
+
+
+@encode_app.command("texts")
+def encode_texts(
+    file: Annotated[str, typer.Argument(help="A UTF-8 text file, one text per line (blank lines skipped); - for stdin.")],
+    model: ModelOption,
+    out: Annotated[Path, typer.Option("--out", help="The codes file to write (.npz).")],
+    backend: BackendOption = "onnxruntime",
+    provider: ProviderOption = "cpu",
+    allow_cpu_fallback: FallbackOption = False,
+    precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = 32,
+    progress: ProgressOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Encode texts into packed hash codes (id = 0-based line number) and save them as .npz.
+
+    Texts longer than the tokenizer's max_length are truncated exactly as in training, and the
+    command says which.
+
+    Examples:
+
+    * `cmhash encode texts captions.txt --model exports/dmsh64 --out captions.npz`
+    * `cat queries.txt | cmhash encode texts - --model exports/dmsh64 --out q.npz --json`
+    """
+    from cmhash.runtime.pipeline import encode_texts as run
+
+    lines = sys.stdin.read().splitlines() if file == "-" else None
+    data = run(model, file, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
+                                          progress), lines=lines)
+    _report(_summary(data, out), as_json, "texts")
+
+
+@index_app.command("build")
+def index_build(
+    codes: Annotated[Path, typer.Argument(help="A codes file from `cmhash encode`.")],
+    out: Annotated[Path, typer.Option("--out", help="The index file to write (the .items.json sidecar goes next to it).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Build a Hamming index from a codes file and save it (atomically, with a checksum).
+
+    Also writes `INDEX.items.json`, which maps ids back to image paths or texts for `cmhash search`.
+
+    Examples:
+
+    * `cmhash index build photos.npz --out photos.cmhx`
+    """
+    from cmhash.runtime.pipeline import build_index
+
+    summary = build_index(codes, out)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    stderr.print(f"indexed {summary['count']} {summary['bits']}-bit {summary['modality']} codes: "
+                 f"{escape(summary['index'])}", highlight=False, soft_wrap=True)
+
+
+def search(
+    index: Annotated[Path, typer.Option("--index", help="An index from `cmhash index build`.")],
+    model: ModelOption,
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="A query text (repeatable).")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", help="A query image (repeatable).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Results per query. Larger than the index: every item.")] = 10,
+    backend: BackendOption = "onnxruntime",
+    provider: ProviderOption = "cpu",
+    allow_cpu_fallback: FallbackOption = False,
+    precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Encode query texts and/or images with the export's encoders and print the k nearest items.
+
+    Results are ordered by Hamming distance, ties by insertion order (as FAISS orders them). Text
+    queries search an image index and vice versa: that is cross-modal retrieval.
+
+    Examples:
+
+    * `cmhash search --index photos.cmhx --model exports/dmsh64 --text "a dog on a sofa" -k 10`
+    * `cmhash search --index captions.cmhx --model exports/dmsh64 --image q.jpg -k 5 --json`
+    """
+    from cmhash.runtime.pipeline import search as run
+
+    options = _options(backend, provider, allow_cpu_fallback, precision, threads, 32, False)
+    result = run(index, model, k, texts=text or [], images=image or [], options=options)
+    if as_json:
+        print(json.dumps({"index": str(index), **result.to_dict()}, indent=2))
+        return
+    if k > result.index_size:
+        stderr.print(f"note: the index holds {result.index_size} items, fewer than k={k}; showing all of them",
+                     highlight=False)
+    for q in result.queries:
+        title = f"{q.modality} query: {escape(q.query)}" + (" (truncated to max_length)" if q.truncated else "")
+        table = Table(title=title, title_justify="left")
+        for col, justify in (("rank", "right"), ("distance", "right"), ("id", "right"), ("item", "left")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for h in q.hits:
+            table.add_row(str(h.rank), str(h.distance), str(h.id), escape(h.item or ""))
+        stdout.print(table)

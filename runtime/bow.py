@@ -1,0 +1,59 @@
+"""Bag-of-words text input for BoW towers (DCPH's text network), from an export's vocabulary.json.
+
+The training side builds the same rows with `cmhash.zoo.data.BowVocabulary` and `caption_words`
+(zoo/data/vocab.py); the runtime cannot import the zoo, so the word rule and the file reader are
+repeated here, and tests/runtime/test_bow.py checks both sides give the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cmhash.errors import DataFormatError, InvalidInputError
+
+VOCABULARY_FORMAT = "cmhash.bow_vocabulary"
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def caption_words(text: str) -> list[str]:
+    """Lowercase `[a-z0-9]+` words, the rule the BoW vocabularies were built with."""
+    return _WORD.findall(text.lower())
+
+
+class BowTextInput:
+    """Texts -> float32 binary bag-of-words rows over a saved vocabulary (words outside it are ignored)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise DataFormatError(f"cannot read the vocabulary {path} ({exc}); export the checkpoint again") from exc
+        words = data.get("words") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or data.get("format") != VOCABULARY_FORMAT or data.get("version") != 1:
+            raise DataFormatError(f'{path} is not a version-1 cmhash vocabulary ("format": "{VOCABULARY_FORMAT}")')
+        if not isinstance(words, list) or len(words) != data.get("size") or len(set(words)) != len(words):
+            raise DataFormatError(f'{path}: "words" must be "size" distinct strings; export the checkpoint again')
+        self.words = tuple(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n, V) float32 0/1, known (n,) bool: whether a text has any vocabulary word)."""
+        if isinstance(texts, str):
+            raise InvalidInputError("pass a list of texts, not a single string")
+        rows = np.zeros((len(texts), len(self.words)), dtype=np.float32)
+        for r, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text {r} is a {type(text).__name__}, not a string")
+            cols = [self.index[w] for w in caption_words(text) if w in self.index]
+            rows[r, cols] = 1.0
+        return rows, rows.any(axis=1)

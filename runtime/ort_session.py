@@ -1,0 +1,102 @@
+"""onnxruntime sessions that fail loudly when the asked-for GPU provider is not what they got.
+
+onnxruntime-gpu lists CUDA and TensorRT in `get_available_providers()` even on a machine without a
+GPU (that is the list compiled in), and a session asked for them falls back to the CPU with only a
+warning (docs/PLATFORM-NOTES.md). Only `session.get_providers()` tells what a session really runs
+on, so `OrtSession` compares it with the request after creation and raises
+`ProviderUnavailableError`, unless the caller passed `allow_fallback=True` (then it warns with
+`ProviderFallbackWarning` and runs on what it got).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from cmhash.errors import InvalidInputError, ProviderFallbackWarning, ProviderUnavailableError, require
+
+PROVIDERS: dict[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+          "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def _fix_hint(ort: Any) -> str:
+    pkg = "onnxruntime-gpu" if "onnxruntime-gpu" in _installed_ort() else "onnxruntime (CPU-only build)"
+    return (f"installed: {pkg} {ort.__version__}, compiled-in providers: {', '.join(ort.get_available_providers())}. "
+            f"Fix: install the GPU build instead of the CPU one (pip uninstall onnxruntime; pip install "
+            f"'cmhash[gpu]'), check that a CUDA GPU is visible (nvidia-smi) and that the CUDA/cuDNN libraries "
+            f"onnxruntime-gpu needs are on the library path; or pass allow_fallback=True "
+            f"(CLI: --allow-cpu-fallback) to run on the CPU")
+
+
+def _installed_ort() -> str:
+    from importlib import metadata
+
+    for dist in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            metadata.version(dist)
+            return dist
+        except metadata.PackageNotFoundError:
+            continue
+    return "onnxruntime"
+
+
+class OrtSession:
+    """One ONNX model in onnxruntime, on the provider asked for (checked), with typed inputs.
+
+    `threads`: intra-op threads (None: onnxruntime's default, all cores).
+    """
+
+    def __init__(self, model: str | os.PathLike, provider: str = "cpu", *, allow_fallback: bool = False,
+                 threads: int | None = None, device_id: int = 0) -> None:
+        if provider not in PROVIDERS:
+            raise InvalidInputError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidInputError(f"threads must be a positive integer or None, got {threads!r}")
+        ort = require("onnxruntime", "cpu", "Running ONNX encoders")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # onnxruntime's own warnings would bury ours
+        if threads is not None:
+            opts.intra_op_num_threads = threads
+        wanted = PROVIDERS[provider]
+        # device_id only for providers compiled in: onnxruntime logs an error line for the others.
+        compiled = set(ort.get_available_providers())
+        options = [{"device_id": device_id} if p != "CPUExecutionProvider" and p in compiled else {} for p in wanted]
+        with warnings.catch_warnings():  # "Specified provider ... is not in available provider names"
+            warnings.simplefilter("ignore")
+            self.session = ort.InferenceSession(str(model), opts, providers=list(wanted), provider_options=options)
+        self.model = Path(model)
+        self.requested = provider
+        self.providers = tuple(self.session.get_providers())
+        if self.providers[:1] != wanted[:1]:
+            message = (f"asked for onnxruntime provider {wanted[0]} for {self.model.name}, but the session runs on "
+                       f"{', '.join(self.providers)}; " + _fix_hint(ort))
+            if not allow_fallback:
+                raise ProviderUnavailableError(message)
+            warnings.warn(f"{message}. Running on {self.providers[0]} (allow_fallback=True).",
+                          ProviderFallbackWarning, stacklevel=3)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def provider(self) -> str:
+        """The provider that actually runs the model's first node group."""
+        return self.providers[0]
+
+    def input_dtype(self, name: str) -> Any:
+        return _NUMPY.get(self.inputs[name].type, np.float32)
+
+    def run(self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs by name; inputs are cast to the model's declared input types."""
+        typed = {name: np.ascontiguousarray(value, dtype=self.input_dtype(name)) for name, value in feed.items()}
+        names = list(outputs) if outputs is not None else self.outputs
+        return dict(zip(names, self.session.run(names, typed)))

@@ -1,0 +1,184 @@
+"""What the `cmhash encode`, `cmhash index build` and `cmhash search` commands do, as plain functions.
+
+Torch-free, so they run in a runtime-only install. Each returns data; the CLI only prints it.
+
+Search results: each query gets at most k hits ordered by (Hamming distance, insertion order), the
+index's own order. When k is larger than the index, a query gets every item (fewer than k hits);
+`SearchResult.index_size` says how many there were. The padding the index uses internally (id -1)
+never reaches the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cmhash.errors import CodeFormatError, DataFormatError, InvalidInputError
+from cmhash.runtime.codes_file import CodesFile, load_codes, save_codes, texts_from_file
+from cmhash.runtime.encoder import EncodeResult, load_encoder
+from cmhash.runtime.io import atomic_write
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+ITEMS_FORMAT = "cmhash-index-items/1"
+
+
+@dataclass
+class EncoderOptions:
+    """How to run the encoder: passed through to `load_encoder` and `encode`."""
+
+    backend: str = "onnxruntime"
+    provider: str = "cpu"
+    allow_fallback: bool = False
+    precision: str = "fp32"
+    threads: int | None = None
+    batch_size: int = 32
+    progress: bool | None = None
+
+    def load(self, model: str | os.PathLike, modality: str):
+        return load_encoder(model, modality, backend=self.backend, provider=self.provider,
+                            allow_fallback=self.allow_fallback, precision=self.precision, threads=self.threads)
+
+    def run(self, encoder: Any, inputs: list) -> EncodeResult:
+        return encoder.encode(inputs, batch_size=self.batch_size, progress=self.progress)
+
+
+def image_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders expanded to the image files below them, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InvalidInputError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    if not out:
+        raise InvalidInputError("no images given")
+    return out
+
+
+def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
+                  options: EncoderOptions | None = None) -> CodesFile:
+    """Encode image files (ids 0..n-1 in the order given) and write a codes file."""
+    options = options or EncoderOptions()
+    files = image_paths(paths)
+    encoder = options.load(model, "image")
+    result = options.run(encoder, [str(f) for f in files])
+    data = CodesFile(result.codes, np.arange(len(files), dtype=np.int64), [str(f) for f in files], encoder.bits,
+                     "image", encoder.method, str(model))
+    save_codes(out, data)
+    return data
+
+
+def encode_texts(model: str | os.PathLike, text_file: str | os.PathLike, out: str | os.PathLike,
+                 options: EncoderOptions | None = None, lines: Sequence[str] | None = None) -> CodesFile:
+    """Encode the non-blank lines of a text file (id = 0-based line number) and write a codes file.
+
+    `lines` replaces the file's content (the CLI reads stdin for FILE "-").
+    """
+    options = options or EncoderOptions()
+    texts, ids = texts_from_file(text_file, lines)
+    if not texts:
+        raise InvalidInputError(f"{text_file} holds no text (one text per line; blank lines are skipped)")
+    encoder = options.load(model, "text")
+    result = options.run(encoder, texts)
+    data = CodesFile(result.codes, ids, texts, encoder.bits, "text", encoder.method, str(model), result.truncated)
+    save_codes(out, data)
+    return data
+
+
+def items_path(index: str | os.PathLike) -> Path:
+    index = Path(index)
+    return index.with_name(index.name + ".items.json")
+
+
+def build_index(codes: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """A HammingIndex of a codes file, saved to `out`, with `out.items.json` mapping ids to items."""
+    from cmhash.runtime.index import HammingIndex
+
+    data = load_codes(codes)
+    index = HammingIndex(data.bits)
+    index.add(data.codes, data.ids)
+    index.save(out)
+    sidecar = {"format": ITEMS_FORMAT, "bits": data.bits, "modality": data.modality, "method": data.method,
+               "model": data.model, "ids": data.ids.tolist(), "items": data.items}
+    with atomic_write(items_path(out), "w") as fh:
+        json.dump(sidecar, fh)
+    return {"index": str(out), "items": str(items_path(out)), "count": len(index), "bits": data.bits,
+            "modality": data.modality}
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: int
+    distance: int
+    item: str | None
+
+
+@dataclass
+class QueryResult:
+    query: str
+    modality: str
+    hits: list[Hit]
+    truncated: bool = False
+
+
+@dataclass
+class SearchResult:
+    index_size: int
+    k: int
+    queries: list[QueryResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index_size": self.index_size, "k": self.k,
+                "queries": [{"query": q.query, "modality": q.modality, "truncated": q.truncated,
+                             "results": [vars(h) for h in q.hits]} for q in self.queries]}
+
+
+def _items(index: str | os.PathLike) -> dict[int, str]:
+    path = items_path(index)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != ITEMS_FORMAT:
+            raise ValueError(f"format is not {ITEMS_FORMAT}")
+        return dict(zip(data["ids"], data["items"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataFormatError(f"{path} is not a cmhash items file ({exc}); rebuild it with: cmhash index build") from exc
+
+
+def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts: Sequence[str] = (),
+           images: Sequence[str | os.PathLike] = (), options: EncoderOptions | None = None) -> SearchResult:
+    """Encode the query texts and images with the export's encoders, then search the index."""
+    from cmhash.runtime.index import HammingIndex
+
+    if not texts and not images:
+        raise InvalidInputError("no query: give at least one text or image")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    options = options or EncoderOptions()
+    hamming = HammingIndex.load(index)
+    items = _items(index)
+    result = SearchResult(len(hamming), int(k))
+    for modality, queries in (("text", list(texts)), ("image", [str(p) for p in images])):
+        if not queries:
+            continue
+        encoder = options.load(model, modality)
+        if encoder.bits != hamming.bits:
+            raise CodeFormatError(f"the index {index} holds {hamming.bits}-bit codes but {model} makes {encoder.bits}-bit "
+                                  "codes: search with the model whose codes built the index")
+        encoded = options.run(encoder, queries)
+        dist, ids = hamming.search(encoded.codes, k)
+        truncated = encoded.truncated if encoded.truncated is not None else np.zeros(len(queries), bool)
+        for q, d_row, i_row, cut in zip(queries, dist, ids, truncated):
+            hits = [Hit(r + 1, int(i), int(d), items.get(int(i))) for r, (d, i) in enumerate(zip(d_row, i_row)) if i >= 0]
+            result.queries.append(QueryResult(q, modality, hits, bool(cut)))
+    return result
