@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +37,21 @@ ThreadsOption = Annotated[Optional[int], typer.Option(help="CPU threads for onnx
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Inputs per encoder call.")]
 ProgressOption = Annotated[Optional[bool], typer.Option(
     "--progress/--no-progress", help="Progress bar on stderr (default: for 256+ inputs on a terminal).")]
+
+
+@contextmanager
+def _warnings_as_notes():
+    """Print the provider fallback warning as one line on stderr, not as a Python warning with a path."""
+    from cmhash.errors import ProviderFallbackWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ProviderFallbackWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, ProviderFallbackWarning):
+            stderr.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _options(backend: str, provider: str, fallback: bool, precision: str, threads: Optional[int], batch_size: int,
@@ -90,8 +107,9 @@ def encode_images(
     """
     from cmhash.runtime.pipeline import encode_images as run
 
-    data = run(model, paths, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
-                                           progress))
+    with _warnings_as_notes():
+        data = run(model, paths, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
+                                               progress))
     _report(_summary(data, out), as_json, "images")
 
 
@@ -122,8 +140,9 @@ def encode_texts(
     from cmhash.runtime.pipeline import encode_texts as run
 
     lines = sys.stdin.read().splitlines() if file == "-" else None
-    data = run(model, file, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
-                                          progress), lines=lines)
+    with _warnings_as_notes():
+        data = run(model, file, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
+                                              progress), lines=lines)
     _report(_summary(data, out), as_json, "texts")
 
 
@@ -177,7 +196,8 @@ def search(
     from cmhash.runtime.pipeline import search as run
 
     options = _options(backend, provider, allow_cpu_fallback, precision, threads, 32, False)
-    result = run(index, model, k, texts=text or [], images=image or [], options=options)
+    with _warnings_as_notes():
+        result = run(index, model, k, texts=text or [], images=image or [], options=options)
     if as_json:
         print(json.dumps({"index": str(index), **result.to_dict()}, indent=2))
         return

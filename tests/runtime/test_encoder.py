@@ -260,3 +260,14 @@ def test_nan_hash_output_is_an_error_not_a_code(monkeypatch):
     monkeypatch.setattr(enc.session, "run", run)
     with pytest.raises(EncoderOutputError, match=r"input\(s\) \[1\].*fp32"):
         enc.encode_arrays({"pixels": np.zeros((2, 3, 16, 16), np.float32)})
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_infinite_hash_values_cannot_be_packed(bad):
+    """test_codes.py covers NaN; an infinite value is refused the same way."""
+    from cmhash.runtime.codes import pack
+
+    h = np.ones((2, 16), np.float32)
+    h[0, 7] = bad
+    with pytest.raises(InvalidInputError, match="NaN or infinite"):
+        pack(h)
