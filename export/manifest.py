@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cmhash.errors import ExportError
-from cmhash.runtime.io import sha256_file
-from cmhash.runtime.io import atomic_write
+from cmhash.runtime.io import atomic_write, read_json, sha256_file
 
 FORMAT = "cmhash-export/1"
 MANIFEST_NAME = "export.json"
@@ -44,21 +43,57 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The folder's `export.json`, checked for the fields every reader relies on."""
+    """The folder's `export.json`, checked for the fields (and their types) every reader relies on."""
     path = Path(folder) / MANIFEST_NAME
+    again = "export the checkpoint again (cmhash export onnx CHECKPOINT --out DIR)"
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError as exc:
         raise ExportError(f"{folder} has no {MANIFEST_NAME}: not a cmhash export folder "
                           "(create one with: cmhash export onnx CHECKPOINT --out DIR)") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path} is not valid JSON ({exc}); export the checkpoint again") from exc
+    except (ValueError, OSError) as exc:
+        raise ExportError(f"{path} is not valid JSON ({exc}); {again}") from exc
+    if not isinstance(data, dict):
+        raise ExportError(f"{path} must hold a JSON object, got {type(data).__name__}; {again}")
     missing = [k for k in ("format", "bits", "modalities", "encoders", "files") if k not in data]
     if missing:
-        raise ExportError(f"{path} lacks {', '.join(missing)}; export the checkpoint again")
+        raise ExportError(f"{path} lacks {', '.join(missing)}; {again}")
     if data["format"] != FORMAT:
         raise ExportError(f"{path} has format {data['format']!r}; this cmhash reads {FORMAT!r}")
+    problems = _field_problems(data)
+    if problems:
+        raise ExportError(f"{path} is damaged: {'; '.join(problems)}; {again}")
     return data
+
+
+def _field_problems(data: dict[str, Any]) -> list[str]:
+    """What is wrong with the types of export.json's required fields (empty when nothing)."""
+    problems = []
+    bits = data["bits"]
+    if type(bits) is not int or bits <= 0 or bits % 8:
+        problems.append(f"bits must be a positive multiple of 8, got {bits!r}")
+    modalities, encoders = data["modalities"], data["encoders"]
+    if (not isinstance(modalities, list) or not modalities
+            or any(m not in ("image", "text") for m in modalities) or len(set(modalities)) != len(modalities)):
+        problems.append(f"modalities must list 'image' and/or 'text' once each, got {str(modalities)[:80]}")
+    elif not isinstance(encoders, dict) or any(not isinstance(encoders.get(m), dict) for m in modalities):
+        problems.append(f"encoders must hold an object per modality ({', '.join(modalities)})")
+    files = data["files"]
+    if not isinstance(files, dict):
+        problems.append("files must map file names to {sha256, bytes}")
+    else:
+        for name, entry in files.items():
+            if not _inside(name):
+                problems.append(f"files lists {name!r}, which is not a file name inside the folder")
+            elif (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                  or type(entry.get("bytes")) is not int):
+                problems.append(f"the entry of {name!r} in files must be {{\"sha256\": HEX, \"bytes\": N}}")
+    return problems
+
+
+def _inside(name: str) -> bool:
+    """A relative path that stays inside the export folder (no absolute path, no `..`, no NUL)."""
+    return bool(name) and "\x00" not in name and not Path(name).is_absolute() and ".." not in Path(name).parts
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -76,6 +111,9 @@ def check_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> list[str
     """One message per file that is missing or whose sha256 differs from `export.json`."""
     problems = []
     for name, entry in manifest.get("files", {}).items():
+        if not _inside(name) or not isinstance(entry, dict):
+            problems.append(f"{name!r} in {MANIFEST_NAME} is not a file entry inside the folder")
+            continue
         path = Path(folder) / name
         if not path.is_file():
             problems.append(f"{name} is listed in {MANIFEST_NAME} but missing")

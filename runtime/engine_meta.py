@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cmhash.errors import EngineMismatchError
-from cmhash.runtime.io import sha256_file
+from cmhash.runtime.io import read_json, sha256_file
 
 SIDECAR_FORMAT = "cmhash-trt-engine/1"
 SIDECAR_SUFFIX = ".json"
@@ -82,7 +82,37 @@ class EngineMeta:
                          if k not in data and f.default is MISSING and f.default_factory is MISSING)
         if missing:
             raise EngineMismatchError(f"{source} lacks {', '.join(missing)}")
+        bad = [f"{k}={str(data[k])[:40]!r}" for k, ok in _FIELD_CHECKS.items() if k in data and not ok(data[k])]
+        if bad:
+            raise EngineMismatchError(f"{source} has fields of the wrong type ({', '.join(bad)}): it is damaged; "
+                                      "rebuild the engine with cmhash export trt")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _profiles(v: Any) -> bool:
+    """{input name: {"min"|"opt"|"max": [int, ...]}}."""
+    return isinstance(v, dict) and all(
+        isinstance(p, dict) and all(isinstance(dims, list) and all(type(d) is int for d in dims) for dims in p.values())
+        for p in v.values())
+
+
+# The type each sidecar field must have: a damaged sidecar is refused here, not deep in check_sidecar.
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "engine_sha256": _str, "tensorrt_version": _str, "cuda_version": _opt_str, "gpu_name": _opt_str,
+    "compute_capability": _opt_str, "precision": _str, "precision_path": _str, "profiles": _profiles,
+    "source_onnx": _str, "source_onnx_sha256": _str, "build_command": _str,
+    "version_compatible": lambda v: isinstance(v, bool), "hardware_compatibility": _str,
+    "workspace_mb": lambda v: v is None or type(v) is int, "modality": _opt_str, "cmhash_version": _opt_str,
+    "extra": lambda v: isinstance(v, dict),
+}
 
 
 def write_sidecar(engine_path: str | os.PathLike, meta: EngineMeta) -> Path:
@@ -98,13 +128,13 @@ def write_sidecar(engine_path: str | os.PathLike, meta: EngineMeta) -> Path:
 def read_sidecar(engine_path: str | os.PathLike) -> EngineMeta:
     path = sidecar_path(engine_path)
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError as exc:
         raise EngineMismatchError(
             f"{engine_path} has no sidecar {path.name}: cannot tell which TensorRT version and GPU built it. "
             f"Rebuild it with: cmhash export trt {Path(engine_path).parent}"
         ) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError) as exc:
         raise EngineMismatchError(f"{path} is not valid JSON ({exc}); rebuild the engine with cmhash export trt") from exc
     return EngineMeta.from_dict(data, str(path))
 

@@ -40,7 +40,7 @@ import cmhash
 from cmhash.errors import (
     CheckpointNotFoundError, ChecksumError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
 )
-from cmhash.runtime.io import atomic_write
+from cmhash.runtime.io import atomic_write, read_json
 
 # The file names of zoo/model.py (CONFIG_NAME, WEIGHTS_NAME), repeated so that this module needs no
 # torch; tests/zoo/test_hub.py checks that they agree.
@@ -103,26 +103,30 @@ def verify_manifest(folder: str | os.PathLike, *, fix: str, required: bool = Tru
         raise ChecksumError(f"{folder} has no {MANIFEST_NAME}, so its files cannot be checked: it was not "
                             f"published with `cmhash publish`, or the download is incomplete. Fix: {fix}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_json(path)
         files = manifest["files"]
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ChecksumError(f"{path} is not a cmhash manifest ({exc!r}). Fix: {fix}") from exc
     unlisted = [name for name in CHECKPOINT_FILES if name not in files]
     if unlisted:
         raise ChecksumError(f"{path} does not list {', '.join(unlisted)}: the checkpoint cannot be checked. Fix: {fix}")
     for rel, expected in sorted(files.items()):
-        if rel.startswith("/") or ".." in Path(rel).parts:
+        if (not isinstance(expected, dict) or not isinstance(expected.get("sha256"), str)
+                or type(expected.get("size")) is not int):
+            raise ChecksumError(f"{path}: the entry of {rel!r} must be {{\"sha256\": HEX, \"size\": BYTES}}, "
+                                f"got {str(expected)[:80]!r}. Fix: {fix}")
+        if not rel or rel.startswith("/") or ".." in Path(rel).parts or "\x00" in rel:
             raise ChecksumError(f"{path} lists {rel!r}, a path outside the folder. Fix: {fix}")
         target = folder / rel
         if not target.is_file():
             raise ChecksumError(f"{rel} is listed in {path} but missing from {folder}. Fix: {fix}")
         sha, size = file_digest(target)
-        if sha != expected.get("sha256") or size != expected.get("size"):
+        if sha != expected["sha256"] or size != expected["size"]:
             raise ChecksumError(
                 f"{rel} in {folder} does not match {MANIFEST_NAME}: sha256 {sha[:16]}…, {size} bytes; the manifest "
-                f"records sha256 {str(expected.get('sha256'))[:16]}…, {expected.get('size')} bytes. The file is "
+                f"records sha256 {expected['sha256'][:16]}…, {expected['size']} bytes. The file is "
                 f"corrupted or was changed after publishing. Fix: {fix}")
     return manifest
 
@@ -336,6 +340,12 @@ def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
         return download(source, revision, local_files_only)
     text = os.fspath(source)
     folder = Path(text[len("local-dir:"):] if text.startswith("local-dir:") else text)
+    if folder.is_file():
+        from cmhash.zoo.model import refuse_pickles  # imports torch, on this error path only
+
+        refuse_pickles(folder)
+        raise CheckpointNotFoundError(f"{folder} is a file; pass the checkpoint folder that holds "
+                                      f"{CONFIG_NAME} and {WEIGHTS_NAME}")
     if not folder.is_dir():
         hint = (f"; for a Hub model write hf-hub:{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@\S+)?", text)
                 and not text.startswith("local-dir:") else "")

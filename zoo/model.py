@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save as save_bytes
 from torch import nn
 
 import cmhash
-from cmhash.errors import WeightsError
-from cmhash.runtime.io import atomic_write
+from cmhash.errors import CmhashError, ConfigError, WeightsError
+from cmhash.runtime.io import atomic_write, read_json
 from cmhash.zoo.backbones import BackboneConfig, build_backbone
 from cmhash.zoo.backbones.weights import load_state_dict_checked
 from cmhash.zoo.recipes import Recipe, make_recipe
@@ -85,32 +86,117 @@ class CrossModalHasher(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike,
                         backbone_weights: Mapping[str, str | os.PathLike] | None = None) -> "CrossModalHasher":
-        """Rebuild from a checkpoint folder and load its weights with strict key checking."""
+        """Rebuild from a checkpoint folder and load its weights with strict key checking.
+
+        The architecture is first built on the meta device (no memory) and compared with the shapes
+        in the safetensors header, so a config.json whose sizes were changed (forged or corrupted)
+        is refused before anything is allocated from them.
+        """
         folder = Path(folder)
+        weights = folder / WEIGHTS_NAME
+        if folder.is_dir() and not weights.is_file():
+            refuse_pickles(folder)  # a pickle-only folder gets the why-and-how-to-convert message
         config = read_config(folder)
+        if not weights.is_file():
+            raise WeightsError(f"{folder} has no {WEIGHTS_NAME}: not a cmhash checkpoint folder")
+        shapes = _header_shapes(weights)
+        _check_shapes(_skeleton(config, folder), shapes, weights)
         backbones: dict[str, nn.Module] = {}
         if config.get("backbones_trained"):
             for m in config["modalities"]:
                 backbones[m] = build_backbone(config[f"{m}_backbone"], (backbone_weights or {}).get(m))
-        model = cls(config, backbones)
+        model = _build(cls, config, backbones, folder)
         try:
-            state = load_file(str(folder / WEIGHTS_NAME))
-        except FileNotFoundError as exc:
-            raise WeightsError(f"{folder} has no {WEIGHTS_NAME}: not a cmhash checkpoint folder") from exc
-        except Exception as exc:  # safetensors raises its own error type on a corrupt header
-            raise WeightsError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({exc})") from exc
-        load_state_dict_checked(model, state, source=str(folder / WEIGHTS_NAME))
+            state = load_file(str(weights))
+        except Exception as exc:  # safetensors raises its own error type on a corrupt file
+            raise WeightsError(f"{weights} is not a readable safetensors file ({exc})") from exc
+        load_state_dict_checked(model, state, source=str(weights))
         return model.eval()
+
+
+def _build(cls: type[CrossModalHasher], config: dict[str, Any], backbones: Mapping[str, nn.Module],
+           folder: Path) -> CrossModalHasher:
+    """`cls(config, backbones)`, with any failure caused by a bad field value turned into ConfigError."""
+    try:
+        return cls(config, backbones)
+    except CmhashError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, IndexError, RuntimeError) as exc:
+        raise ConfigError(f"{folder / CONFIG_NAME} describes a model this cmhash cannot build "
+                          f"({type(exc).__name__}: {exc}); restore the config.json saved with the weights") from exc
+
+
+def _skeleton(config: dict[str, Any], folder: Path) -> CrossModalHasher:
+    """The model's parameters and buffers as meta tensors (shapes only); trained backbones only when
+    they need no weights file to build (the BoW MLP), the others are checked when their weights load."""
+    with torch.device("meta"):
+        backbones = {}
+        if config.get("backbones_trained"):
+            for m in config["modalities"]:
+                cfg = config[f"{m}_backbone"]
+                if isinstance(cfg, Mapping) and cfg.get("weights") == "init":
+                    backbones[m] = build_backbone(cfg)
+        return _build(CrossModalHasher, config, backbones, folder)
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises SafetensorError (and others) on a corrupt header
+        if _looks_like_pickle(path):
+            refuse_pickles(path)
+        raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+def _check_shapes(skeleton: nn.Module, shapes: Mapping[str, tuple[int, ...]], path: Path) -> None:
+    """The strict key and shape check of `load_state_dict_checked` (same messages), on meta tensors."""
+    with torch.device("meta"):
+        load_state_dict_checked(skeleton, {k: torch.empty(s) for k, s in shapes.items()}, source=str(path))
+
+
+# Pickle-based checkpoints: torch.save's zip container, or a bare pickle stream (protocol 2 to 5).
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4).startswith(_PICKLE_MAGIC)
+    except OSError:
+        return False
+
+
+def refuse_pickles(source: str | os.PathLike) -> None:
+    """Raise WeightsError (never unpickling anything) if `source` is, or a folder holds, a pickle checkpoint.
+
+    The message says why pickles are refused and how to convert a trusted one to safetensors.
+    """
+    from cmhash.zoo.backbones.weights import CONVERT_SNIPPET, PICKLE_SUFFIXES
+
+    source = Path(source)
+    if source.is_dir():
+        found = sorted(p for p in source.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
+    else:
+        found = [source] if source.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(source) else []
+    if found:
+        names = ", ".join(p.name for p in found[:3])
+        raise WeightsError(
+            f"refusing to load {source}: {names} is a PyTorch pickle checkpoint, and loading a pickle can "
+            f"execute arbitrary code. cmhash reads weights only from {WEIGHTS_NAME} (safetensors), which holds "
+            f"tensors and nothing else. To convert a checkpoint you trust, run once:\n{CONVERT_SNIPPET}\n"
+            f"then put model.safetensors next to the checkpoint's {CONFIG_NAME}")
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's `config.json`, checked for the fields every loader relies on."""
     path = Path(folder) / CONFIG_NAME
     try:
-        config = json.loads(path.read_text())
+        config = read_json(path)
     except FileNotFoundError as exc:
         raise WeightsError(f"{folder} has no {CONFIG_NAME}: not a cmhash checkpoint folder") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError) as exc:
         raise WeightsError(f"{path} is not valid JSON ({exc})") from exc
     missing = [k for k in ("format", "method", "recipe", "modalities", "image_backbone", "text_backbone")
                if not isinstance(config, dict) or k not in config]
@@ -118,4 +204,8 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path} lacks {', '.join(missing)}: not a cmhash checkpoint config")
     if config["format"] != FORMAT:
         raise WeightsError(f"{path} has format {config['format']!r}; this cmhash reads {FORMAT!r}: upgrade cmhash")
+    modalities = config["modalities"]
+    if (not isinstance(modalities, list) or not modalities
+            or any(m not in ("image", "text") for m in modalities) or len(set(modalities)) != len(modalities)):
+        raise ConfigError(f"{path}: modalities must be a list of distinct 'image' / 'text', got {modalities!r}")
     return config

@@ -16,7 +16,7 @@ import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError
 
-from .dataset import PairedDataset, as_binary_matrix, check_image_files, require_file
+from .dataset import PairedDataset, as_binary_matrix, check_image_files, read_lines, require_file
 from .dcmh_mat import load_mat_key
 
 _PROVIDER = "the CLIP-pipeline data release (DSPH/DHaPH/DMsH-LN) provides it"
@@ -25,17 +25,22 @@ _PROVIDER = "the CLIP-pipeline data release (DSPH/DHaPH/DMsH-LN) provides it"
 def mat_strings(value: Any) -> list[str]:
     """Every string inside a MATLAB char/cell value, in order, with MATLAB's space padding removed."""
     if isinstance(value, bytes):
-        return [value.decode("utf-8").rstrip()]
+        return [_utf8(value).rstrip()]
     if isinstance(value, str):
         return [value.rstrip()]
     arr = np.asarray(value)
     if arr.dtype.kind in "US":
-        return [
-            s.decode("utf-8").rstrip() if isinstance(s, bytes) else s.rstrip() for s in arr.ravel().tolist()
-        ]
+        return [_utf8(s).rstrip() if isinstance(s, bytes) else s.rstrip() for s in arr.ravel().tolist()]
     if arr.dtype.kind == "O":
         return [s for item in arr.ravel() for s in mat_strings(item)]
     raise DataFormatError(f"expected text, got a {arr.dtype} array of shape {arr.shape}")
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"a string is not UTF-8 ({exc})") from exc
 
 
 def _per_sample(value: Any, path: Path) -> list[Any]:
@@ -68,7 +73,7 @@ def _read_captions(root: Path) -> tuple[list[list[str]], Path]:
             captions.append(texts)
         return captions, mat
     if txt.is_file():
-        lines = txt.read_text(encoding="utf-8").splitlines()
+        lines = read_lines(txt)
         return [[line.strip()] for line in lines], txt
     raise DataNotFoundError(f"missing {mat} (or caption.txt, as NUS-WIDE ships): {_PROVIDER}")
 

@@ -7,7 +7,6 @@ owners' licences, and whatever shows them must keep that attribution.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmhash.errors import DataFormatError
+from cmhash.runtime.io import read_json
 
 from .dataset import PairedDataset, check_image_files, require_file
 
@@ -24,8 +24,8 @@ _PROVIDER = "the COCO annotation release provides it (https://cocodataset.org, o
 def _load_json(path: Path) -> dict[str, Any]:
     require_file(path, _PROVIDER)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = read_json(path)
+    except (ValueError, OSError) as exc:
         raise DataFormatError(f"{path} is not valid JSON ({exc}). Fix: download the file again.") from exc
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: expected a COCO JSON object, got {type(data).__name__}.")
@@ -33,9 +33,26 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _field(data: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
-    value = data.get(key)
+    """The list of records under `key`; every record must be a JSON object."""
+    value = data.get(key, [] if key == "licenses" else None)
     if not isinstance(value, list):
         raise DataFormatError(f"{path} has no {key!r} list; it is not a COCO {path.stem.split('_')[0]} file.")
+    bad = next((i for i, r in enumerate(value) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DataFormatError(f"{path}: {key}[{bad}] is {str(value[bad])[:60]!r}, not an object. "
+                              "Fix: download the file again.")
+    return value
+
+
+def _get(record: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path, what: str,
+         optional: bool = False) -> Any:
+    """`record[key]`, which must be of `kind` (bool is never an int here): else DataFormatError."""
+    if optional and record.get(key) is None:
+        return None
+    value = record.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataFormatError(f"{path}: {what} has {key}={str(value)[:60]!r}; expected "
+                              f"{getattr(kind, '__name__', 'int or str')}. Fix: download the file again.")
     return value
 
 
@@ -74,24 +91,42 @@ def read_coco(
         ins_path = root / "annotations" / f"instances_{split}.json"
         captions, instances = _load_json(cap_path), _load_json(ins_path)
         cats = _field(instances, "categories", ins_path)
+        for c in cats:
+            _get(c, "id", int, ins_path, "a category")
+            _get(c, "name", str, ins_path, f"category {c['id']}")
         if categories is None:
             categories = cats
-        elif [c.get("id") for c in cats] != [c.get("id") for c in categories]:
+        elif [c["id"] for c in cats] != [c["id"] for c in categories]:
             raise DataFormatError(
                 f"{ins_path} lists other categories than the first split; splits must share them."
             )
         column = {c["id"]: j for j, c in enumerate(categories)}
         by_image: dict[int, set[int]] = {}
         for ann in _field(instances, "annotations", ins_path):
-            if ann.get("category_id") not in column:
-                raise DataFormatError(f"{ins_path}: annotation {ann.get('id')} has unknown category_id "
-                                      f"{ann.get('category_id')!r}.")  # fmt: skip
-            by_image.setdefault(ann["image_id"], set()).add(column[ann["category_id"]])
+            category = ann.get("category_id")
+            if type(category) is not int or category not in column:
+                raise DataFormatError(f"{ins_path}: annotation {str(ann.get('id'))[:40]} has unknown category_id "
+                                      f"{str(ann.get('category_id'))[:40]!r}.")  # fmt: skip
+            image_id = _get(ann, "image_id", int, ins_path, "an instance annotation")
+            by_image.setdefault(image_id, set()).add(column[ann["category_id"]])
         caps: dict[int, list[tuple[int, str]]] = {}
         for ann in _field(captions, "annotations", cap_path):
-            caps.setdefault(ann["image_id"], []).append((ann.get("id", 0), str(ann["caption"]).strip()))
-        licenses = {lic.get("id"): lic for lic in captions.get("licenses", [])}
-        for img in sorted(_field(captions, "images", cap_path), key=lambda im: im["id"]):
+            image_id = _get(ann, "image_id", int, cap_path, "a caption annotation")
+            caption = _get(ann, "caption", str, cap_path, f"a caption of image {image_id}")
+            order = _get(ann, "id", int, cap_path, f"a caption of image {image_id}", optional=True) or 0
+            caps.setdefault(image_id, []).append((order, caption.strip()))
+        licenses = {}
+        for lic in _field(captions, "licenses", cap_path):
+            licenses[_get(lic, "id", (int, str), cap_path, "a licence")] = lic
+        records = _field(captions, "images", cap_path)
+        for img in records:
+            _get(img, "id", int, cap_path, "an image")
+            _get(img, "file_name", str, cap_path, f"image {img['id']}")
+            _get(img, "license", (int, str), cap_path, f"image {img['id']}", optional=True)
+        ids = [img["id"] for img in records]
+        if len(set(ids)) != len(ids):
+            raise DataFormatError(f"{cap_path} lists some image ids more than once. Fix: download the file again.")
+        for img in sorted(records, key=lambda im: im["id"]):
             image_id = img["id"]
             if image_id not in caps:
                 raise DataFormatError(

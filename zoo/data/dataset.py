@@ -152,6 +152,15 @@ class PairedDataset:
         )
 
 
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; bytes that are not UTF-8 raise DataFormatError naming the file."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path} is not UTF-8 text ({exc}). Fix: re-save it as UTF-8, "
+                              "or download it again.") from exc
+
+
 def require_file(path: Path, provider: str) -> Path:
     """Return `path` if it is a file, else raise DataNotFoundError saying what provides it."""
     from cmhash.errors import DataNotFoundError

@@ -16,7 +16,8 @@ import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError, require
 
-from .dataset import PairedDataset, as_binary_matrix, require_file
+from .dataset import PairedDataset, as_binary_matrix, read_lines, require_file
+from .mat_check import check_mat_v5
 from .vocab import BowVocabulary
 
 MIRFLICKR_CLASSES = [
@@ -77,6 +78,7 @@ def load_mat_key(path: Path, key: str) -> Any:
     if _is_hdf5(path):
         return _load_hdf5(path, key)
     sio = require("scipy.io", "train", "reading .mat files")
+    check_mat_v5(path)  # scipy can crash the process on a damaged file: refuse those first
     try:
         contents = sio.loadmat(str(path))
     except NotImplementedError as exc:  # scipy's answer to v7.3 files it did not recognize above
@@ -92,10 +94,6 @@ def load_mat_key(path: Path, key: str) -> Any:
             f"the name {key!r}, or point the reader at the right file."
         )
     return contents[key]
-
-
-def _read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def read_dcmh_mat(
@@ -154,7 +152,7 @@ def read_dcmh_mat(
     texts = _tag_texts(root / tags_file, n, lall)
     meta = None
     if (root / images_file).is_file():
-        ids = _read_lines(root / images_file)
+        ids = read_lines(root / images_file)
         if len(ids) != n:
             raise DataFormatError(f"{root / images_file} has {len(ids)} lines but {lall} has {n} rows.")
         meta = [{"image_id": i} for i in ids]
@@ -189,7 +187,7 @@ def _tag_texts(path: Path, n: int, lall: Path) -> list[list[str]] | None:
     """Comma-separated tag words per row, or None when the optional file is absent."""
     if not path.is_file():
         return None
-    lines = _read_lines(path)
+    lines = read_lines(path)
     if len(lines) != n:
         raise DataFormatError(
             f"{path} has {len(lines)} lines but {lall} has {n} rows: the tags must list the same pairs in "

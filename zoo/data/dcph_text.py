@@ -14,7 +14,7 @@ import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError
 
-from .dataset import PairedDataset, as_binary_matrix, check_image_files, require_file
+from .dataset import PairedDataset, as_binary_matrix, check_image_files, read_lines, require_file
 from .splits import Split
 
 _PROVIDER = "the DCPH-format data release provides it"
@@ -110,7 +110,7 @@ def read_dcph_text(
     label_file = require_file(root / "label_hot.txt", _PROVIDER)
     bow_file = require_file(root / "y_vector.txt", _PROVIDER)
     image_names = [
-        line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()
+        line.strip() for line in read_lines(names_file) if line.strip()
     ]
     labels = _load_matrix(label_file, "label_hot")
     bow = _load_matrix(bow_file, "y_vector")

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError, InvalidInputError
-from cmhash.runtime.io import atomic_write
+from cmhash.runtime.io import atomic_write, read_json
 
 _FORMAT = "cmhash.bow_vocabulary"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -156,8 +156,8 @@ class BowVocabulary:
         if not path.is_file():
             raise DataNotFoundError(f"missing vocabulary file {path}: BowVocabulary.save writes it. {fix}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = read_json(path)
+        except (ValueError, OSError) as exc:
             raise DataFormatError(f"{path} is not valid JSON ({exc}). {fix}") from exc
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise DataFormatError(f'{path} is not a cmhash vocabulary (no "format": "{_FORMAT}"). {fix}')
