@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install $(Q) --upgrade pip
 	$(VENV)/bin/pip install $(Q) torch==2.13.0
-	$(VENV)/bin/pip install $(Q) -e ".[cpu,train,export,fast,faiss,dev]"
+	$(VENV)/bin/pip install $(Q) -e ".[cpu,train,export,fast,faiss,demo,dev]"
 	touch $@
 
 # The runtime's own environment: the base install plus onnxruntime, and no torch at all.
@@ -27,8 +27,7 @@ $(RT_VENV)/.installed: pyproject.toml setup.py
 venv: $(VENV)/.installed $(RT_VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/cmhash doctor
-	$(VENV)/bin/cmhash backbones check
+	$(VENV)/bin/cmhash demo
 
 test: test-main test-runtime
 

@@ -18,4 +18,9 @@ DATA = {"cmhash.model_cards": "model_cards"}
 package_dir.update(DATA)
 packages += list(DATA)
 
-setup(packages=packages, package_dir=package_dir, package_data={"cmhash.model_cards": ["*.j2", "*.md"]})
+PACKAGE_DATA = {
+    "cmhash.model_cards": ["*.j2", "*.md"],
+    "cmhash.zoo.pretrained": ["*/config.json", "*/model.safetensors", "*/manifest.json", "*/README.md"],
+}
+
+setup(packages=packages, package_dir=package_dir, package_data=PACKAGE_DATA)

@@ -1,0 +1,219 @@
+"""`cmhash demo`: the whole promise on one machine, with nothing but what the install brought.
+
+The shipped default hasher (`cmhash.zoo.pretrained`) is exported to ONNX once into the user cache and
+validated there; then the torch-free runtime encodes a gallery of real photos and a caption list,
+builds a `HammingIndex`, answers text→image and image→text queries, and draws a contact sheet.
+
+The default gallery is the real photographs that scikit-image ships inside its wheel (the
+`[demo]` extra); the captions are written here for the demo. `--images DIR` / `--texts FILE` swap in
+the user's own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from cmhash.errors import DataFormatError, MissingDependencyError
+
+# (file in skimage/data, what it shows): the photographs among scikit-image's data files.
+GALLERY = (
+    ("astronaut.png", "astronaut Eileen Collins in an orange suit"),
+    ("camera.png", "a man with a camera on a tripod (grayscale)"),
+    ("chelsea.png", "Chelsea the cat"),
+    ("coffee.png", "a cup of coffee on a saucer"),
+    ("motorcycle_left.png", "a red motorcycle in a workshop"),
+    ("rocket.jpg", "a rocket on its launch pad at dusk"),
+    ("coins.png", "Greek coins in rows (grayscale)"),
+    ("hubble_deep_field.jpg", "the Hubble deep field"),
+    ("moon.png", "the surface of the moon (grayscale)"),
+    ("grass.png", "grass (grayscale)"),
+    ("brick.png", "a brick wall (grayscale)"),
+    ("gravel.png", "gravel (grayscale)"),
+    ("retina.jpg", "a retina photographed through the eye"),
+    ("page.png", "a printed page (grayscale)"),
+)
+
+CAPTIONS = (
+    "a woman in a space suit smiling in front of a flag",
+    "a man looking through a camera on a tripod in a field",
+    "a cat looking straight at the camera",
+    "a cup of coffee on a saucer on a wooden table",
+    "a red motorcycle parked in a garage",
+    "a rocket standing on a launch pad at night",
+    "old coins laid out on a table",
+    "a night sky full of stars",
+    "a plate of food with broccoli and rice",
+    "a dog catching a frisbee in a park",
+    "a bus driving down a city street",
+    "a man riding a horse on a beach",
+    "a bowl of fruit on a kitchen counter",
+    "people sitting at a table with laptops",
+)
+
+TEXT_QUERIES = ("a cat", "a cup of coffee", "a person", "a motorcycle")
+IMAGE_QUERY = "chelsea.png"
+
+
+@dataclass
+class Hit:
+    item: str
+    distance: int
+
+
+@dataclass
+class Query:
+    kind: str  # "text→image" or "image→text"
+    query: str
+    hits: list[Hit]
+
+
+@dataclass
+class DemoResult:
+    export_dir: Path
+    sheet: Path
+    queries: list[Query]
+    stages: dict[str, float] = field(default_factory=dict)
+    exported_now: bool = False
+
+
+def cache_root() -> Path:
+    """`$CMHASH_CACHE`, else `~/.cache/cmhash` (the feature cache uses the same root)."""
+    root = os.environ.get("CMHASH_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "cmhash"
+
+
+def skimage_gallery() -> list[Path]:
+    """The real photographs scikit-image ships in its wheel (no download)."""
+    try:
+        import skimage
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the demo gallery is scikit-image's bundled photographs, and scikit-image is not installed. "
+            "Install it with: pip install 'cmhash[demo]', or pass your own photos with --images DIR") from exc
+    folder = Path(skimage.__file__).parent / "data"
+    paths = [folder / name for name, _ in GALLERY]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataFormatError(f"scikit-image {skimage.__version__} lacks {', '.join(missing)} in {folder}; "
+                              "pass your own photos with --images DIR")
+    return paths
+
+
+def folder_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image file directly in `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(f"--images {folder}: not a folder. Pass a folder of .jpg/.png files")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+    if not paths:
+        raise DataFormatError(f"--images {folder}: no .jpg/.jpeg/.png/.webp/.bmp files in it")
+    return paths
+
+
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """One caption per non-empty line of a UTF-8 file."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"--texts {path}: cannot read it as UTF-8 text ({exc})") from exc
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise DataFormatError(f"--texts {path}: no non-empty lines; write one caption per line")
+    return texts
+
+
+def check_dataset(images: Sequence[Path], texts: Sequence[str]):
+    """Pairs of (image, caption) for the export checks: as many as both lists allow, one dummy label."""
+    from cmhash.zoo.data import PairedDataset
+
+    n = min(len(images), len(texts))
+    return PairedDataset(name="demo", labels=np.zeros((n, 1), np.uint8), class_names=["none"],
+                         images=list(images[:n]), texts=[[t] for t in texts[:n]])
+
+
+def export_once(hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
+                step: Callable[[str], None]) -> tuple[Path, bool]:
+    """The default hasher's ONNX export in the cache, made (and validated) on first use only."""
+    from cmhash.export.onnx import export_checkpoint
+    from cmhash.runtime.io import sha256_file
+
+    digest = sha256_file(hasher_dir / "model.safetensors")[:16]
+    dest = cache_root() / "exports" / f"{hasher_dir.name}-{digest}"
+    if (dest / "export.json").is_file():
+        return dest, False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".partial-") as tmp:
+        export_checkpoint(hasher_dir, Path(tmp) / "export", dataset=check_dataset(images, texts), on_step=step)
+        (Path(tmp) / "export").rename(dest)  # the folder appears whole or not at all
+    return dest, True
+
+
+@contextmanager
+def timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    stages[name] = time.perf_counter() - start
+
+
+def run(images: str | os.PathLike | None = None, texts: str | os.PathLike | None = None, k: int = 5,
+        out: str | os.PathLike | None = None, step: Callable[[str], None] = lambda _m: None) -> DemoResult:
+    """Load → export (once) → encode → index → query → contact sheet; returns what it did and the timings."""
+    from cmhash.runtime.encoder import load_encoder
+    from cmhash.runtime.index import HammingIndex
+    from cmhash.zoo import pretrained
+    from cmhash.zoo.hub import load_hasher
+
+    stages: dict[str, float] = {}
+    gallery = folder_images(images) if images is not None else skimage_gallery()
+    captions = read_texts(texts) if texts is not None else list(CAPTIONS)
+    with timed(stages, "load the default hasher"):
+        hasher_dir = pretrained.path()
+        load_hasher(hasher_dir)  # checks manifest.json and loads the weights strictly
+    with timed(stages, "export to ONNX + validate (first run only)"):
+        export_dir, exported_now = export_once(hasher_dir, gallery, captions, step)
+    with timed(stages, "load the runtime encoders"):
+        image_encoder = load_encoder(export_dir, "image")
+        text_encoder = load_encoder(export_dir, "text")
+    with timed(stages, f"encode {len(gallery)} images"):
+        image_codes = image_encoder.encode(gallery, progress=False).codes
+    with timed(stages, f"encode {len(captions)} captions"):
+        caption_codes = text_encoder.encode(captions, progress=False).codes
+    with timed(stages, "build the indexes"):
+        image_index = HammingIndex(image_encoder.bits)
+        image_index.add(image_codes)
+        caption_index = HammingIndex(text_encoder.bits)
+        caption_index.add(caption_codes)
+    queries: list[Query] = []
+    with timed(stages, "search"):
+        text_queries = list(TEXT_QUERIES)
+        codes = text_encoder.encode(text_queries, progress=False).codes
+        dist, pos = image_index.search(codes, min(k, len(gallery)))
+        for q, d, p in zip(text_queries, dist, pos):
+            queries.append(Query("text→image", q, [Hit(str(gallery[i]), int(x)) for x, i in zip(d, p)]))
+        probe = _image_query(gallery)
+        codes = image_encoder.encode([probe], progress=False).codes
+        dist, pos = caption_index.search(codes, min(k, len(captions)))
+        hits = [Hit(captions[i], int(x)) for x, i in zip(dist[0], pos[0])]
+        queries.append(Query("image→text", str(probe), hits))
+    with timed(stages, "draw the contact sheet"):
+        from cmhash.contact_sheet import draw
+
+        sheet = Path(out) if out is not None else cache_root() / "demo" / "contact_sheet.png"
+        draw(queries, sheet)
+    return DemoResult(export_dir, sheet, queries, stages, exported_now)
+
+
+def _image_query(gallery: Sequence[Path]) -> Path:
+    """The cat photo in the default gallery; the first image of a user's folder."""
+    named = [p for p in gallery if p.name == IMAGE_QUERY]
+    return named[0] if named else gallery[0]
