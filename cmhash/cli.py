@@ -19,6 +19,7 @@ from rich.table import Table
 import cmhash
 from cmhash.commands import backbones as backbones_commands
 from cmhash.commands import data as data_commands
+from cmhash.commands import demo as demo_commands
 from cmhash.commands import export as export_commands
 from cmhash.commands import hub as hub_commands
 from cmhash.commands import runtime as runtime_commands
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(data_commands.app, name="data")
 app.add_typer(backbones_commands.app, name="backbones")
 app.add_typer(export_commands.app, name="export")
+app.command("demo")(demo_commands.demo)
 app.command("train")(train_commands.train)
 app.command("eval")(train_commands.evaluate)
 app.command("publish")(hub_commands.publish)
