@@ -42,7 +42,8 @@ def main() -> None:
     dest = pretrained.ROOT / pretrained.DEFAULT
     old = sha256_file(dest / "model.safetensors") if (dest / "model.safetensors").is_file() else None
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        staged = stage(args.run, Path(tmp) / "staged", repo_id=f"cmhash/{pretrained.DEFAULT}")
+        staged = stage(args.run, Path(tmp) / "staged", repo_id=f"cmhash/{pretrained.DEFAULT}",
+                       shipped=pretrained.DEFAULT)
         (staged / ".gitattributes").unlink(missing_ok=True)
         if dest.exists():
             shutil.rmtree(dest)

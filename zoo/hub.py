@@ -236,13 +236,13 @@ def _onnx_files(export_dir: str | os.PathLike) -> list[tuple[str, Path]]:
 
 
 def stage(run_dir: str | os.PathLike, dest: str | os.PathLike, *, repo_id: str | None = None,
-          with_onnx: str | os.PathLike | None = None) -> Path:
+          with_onnx: str | os.PathLike | None = None, shipped: str | None = None) -> Path:
     """Copy exactly the publishable files of a run into `dest`, render the card, write the manifest."""
     from cmhash.zoo.hub_card import render_card
 
     run_dir, dest = check_run_dir(run_dir), Path(dest)
     onnx = _onnx_files(with_onnx) if with_onnx is not None else []
-    card = render_card(run_dir, repo_id=repo_id, onnx_files=[rel for rel, _ in onnx])
+    card = render_card(run_dir, repo_id=repo_id, onnx_files=[rel for rel, _ in onnx], shipped=shipped)
     dest.mkdir(parents=True, exist_ok=True)
     for name in CHECKPOINT_FILES:
         shutil.copyfile(run_dir / name, dest / name)

@@ -177,15 +177,19 @@ def _packaged_template() -> Path:
 
 
 def render_card(run_dir: str | os.PathLike, *, repo_id: str | None = None, onnx_files: Sequence[str] = (),
-                template_path: str | os.PathLike | None = None) -> ModelCard:
-    """The model card of a finished run, from `model_cards/template.md.j2` (or `template_path`)."""
+                template_path: str | os.PathLike | None = None, shipped: str | None = None) -> ModelCard:
+    """The model card of a finished run, from `model_cards/template.md.j2` (or `template_path`).
+
+    `shipped`: the name under `cmhash.zoo.pretrained` of a hasher that ships inside the package; its
+    usage section then starts from the package instead of a Hub download.
+    """
     run_dir = Path(run_dir)
     config = _read(run_dir)
     template = Path(template_path) if template_path is not None else _packaged_template()
     if not template.is_file():
         raise CheckpointNotFoundError(
             f"model card template {template} not found: pass template_path= a readable .md.j2 file")
-    context = card_context(config, repo_id=repo_id, onnx_files=onnx_files)
+    context = {**card_context(config, repo_id=repo_id, onnx_files=onnx_files), "shipped": shipped}
     dataset, method = config["data"]["dataset"], config["method"]
     data = ModelCardData(
         library_name="cmhash", license=LICENSE, model_name=context["repo_id"],

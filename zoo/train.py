@@ -247,7 +247,6 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         self.out.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
         start, best = self._resume()
         with _progress(self.progress and self.world.is_main) as progress:
             task = progress.add_task("train", total=1, status="")
@@ -270,13 +269,18 @@ class Trainer:
                     progress.update(task, status=f"loss {terms.get('total', 0.0):.4f} {self.select_on} "
                                                  f"mAP {scores['score']:.3f} (best {best['score']:.3f} @ {best['epoch'] + 1})")
                 self.world.barrier()
-        result = self._finish(best, time.perf_counter() - t0) if self.world.is_main else None
+        result = self._finish(best) if self.world.is_main else None
         self.world.barrier()
         shutdown(self.world)
         return result
 
-    def _finish(self, best: dict[str, Any], seconds: float) -> TrainResult:
-        """Reload the selected epoch's weights, score the test queries once, store it in config.json."""
+    def _finish(self, best: dict[str, Any]) -> TrainResult:
+        """Reload the selected epoch's weights, score the test queries once, store it in config.json.
+
+        `seconds` sums the per-epoch times in metrics.jsonl, so a resumed run reports its whole training.
+        """
+        with open(self.out / METRICS_NAME) as fh:
+            seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in fh if line.strip())
         self.model.load_state_dict(load_file(str(self.out / WEIGHTS_NAME)), strict=True)
         test = self._evaluate(self.split.query, self.split.database)
         self.model.config["training"] = {

@@ -173,6 +173,8 @@ def test_resume_after_crashes_repeats_the_uninterrupted_run(method, coco, tmp_pa
     cfg_broken = json.loads((broken / "config.json").read_text())
     assert cfg_broken["metrics"] == cfg_whole["metrics"]
     assert cfg_broken["training"]["selected_epoch"] == cfg_whole["training"]["selected_epoch"] == result.selected_epoch
+    # The reported training time covers every epoch, not just those of the last (resumed) call.
+    assert cfg_broken["training"]["seconds"] == pytest.approx(sum(r["seconds"] for r in metrics(broken)), abs=0.01)
 
 
 def test_rerunning_a_finished_run_changes_nothing(coco, tmp_path):
