@@ -31,7 +31,8 @@ demo: $(VENV)/.installed
 
 test: test-main test-runtime
 
-test-main: $(VENV)/.installed
+# The main suite also needs .venv-runtime: tests/cli/test_encode_e2e.py runs the CLI there, without torch.
+test-main: $(VENV)/.installed $(RT_VENV)/.installed
 	$(VENV)/bin/pytest
 
 test-runtime: $(RT_VENV)/.installed

@@ -349,7 +349,10 @@ def test_card_round_trips_with_its_eval_results(run_dir):
     assert f"Trained on {split['fit']} image–caption pairs of coco-mini with frozen backbones" in text
     assert "a demonstration of the pipeline, not a retrieval model" in text
     assert "Deep Multi-similarity Hashing via Label-guided Network" in text and "@article{" in text
-    assert "Coming in `cmhash export`" in text and "HammingIndex" in text
+    # Usage: download -> export -> torch-free search, each command as the CLI spells it.
+    for step in ("cmhash download org/dmsh16@main", 'cmhash export onnx "$CKPT" --out exports/dmsh16',
+                 "cmhash index build", "cmhash search --index", "load_encoder(", "HammingIndex("):
+        assert step in text
     assert f"selected epoch {config['training']['selected_epoch'] + 1}" in text
 
 
