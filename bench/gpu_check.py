@@ -3,7 +3,7 @@
 Run on a CUDA machine with numpy and CuPy (numba and faiss-cpu are used when present):
 
     pip install --no-deps --no-build-isolation -e .   # or nothing: see _import_cmhash below
-    python bench/gpu_check.py [--quick]
+    python bench/gpu_check.py [--quick] [--encoder EXPORT_DIR]
 
 Prints one JSON object:
   env          device name, SMs, SM clock, CuPy / numba / faiss availability
@@ -233,6 +233,8 @@ def timings(cp, quick, info):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer widths and sizes")
+    parser.add_argument("--encoder", metavar="EXPORT_DIR",
+                        help="also check onnxruntime's CUDA provider on this export folder (bench/gpu_encoder.py)")
     args = parser.parse_args()
     import cupy as cp
 
@@ -263,6 +265,11 @@ def main() -> int:
               "assumed_peak_popc32_per_s": peak,
               "peak_assumption": f"{info['sms']} SMs x {POPC_PER_CLK_PER_SM} popc/clk/SM x {info['sm_clock_mhz']} MHz",
               "timings": timing_rows}
+    if args.encoder:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from gpu_encoder import encoder_check
+
+        result["encoder"] = encoder_check(args.encoder)
     print(json.dumps(result, indent=1))
     return 0 if result["all_identical"] else 1
 

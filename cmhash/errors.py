@@ -123,5 +123,5 @@ class ProviderFallbackWarning(UserWarning):
     """A GPU provider was asked for, was not available, and `allow_fallback=True` let the CPU run it."""
 
 
-class EncoderOutputError(CmhashError, RuntimeError):
-    """An encoder returned NaN/inf hash values or outputs of the wrong shape or dtype."""
+class EncoderError(CmhashError, RuntimeError):
+    """Running an encoder failed, or it gave unusable outputs (NaN/inf hash values, wrong shapes)."""

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cmhash.errors import EncoderOutputError, ExportFolderError, InvalidInputError
+from cmhash.errors import EncoderError, ExportFolderError, InvalidInputError
 from cmhash.runtime.batching import batch_ranges, check_batch_size, progress_bar, show_progress
 from cmhash.runtime.export_folder import ExportFolder, check_metadata
 from cmhash.runtime.preprocess import ImageInput, ImagePreprocess
@@ -83,13 +83,13 @@ class Encoder:
         h, codes = out["hash"], out["codes"]
         n = len(next(iter(feed.values())))
         if codes.dtype != np.uint8 or codes.shape != (n, self.nbytes) or h.shape != (n, self.bits):
-            raise EncoderOutputError(
+            raise EncoderError(
                 f"{self.session.model.name} returned codes {codes.dtype}{codes.shape} and hash {h.shape}; expected "
                 f"uint8({n}, {self.nbytes}) and ({n}, {self.bits}): the model is not this export's encoder"
             )
         bad = ~np.isfinite(h).all(axis=1)
         if bad.any():
-            raise EncoderOutputError(
+            raise EncoderError(
                 f"the {self.modality} encoder produced NaN/inf hash values for input(s) {np.flatnonzero(bad)[:10].tolist()}"
                 " (their codes would be meaningless); with an fp16 model, use the fp32 one (precision='fp32')"
             )
@@ -172,6 +172,12 @@ class TextEncoder(Encoder):
             if a.ndim != 2 or a.dtype.kind not in "iu" or not 1 <= a.shape[1] <= self.max_length:
                 raise InvalidInputError(f"{name} must be integer (n, length) with 1 <= length <= {self.max_length}, "
                                         f"got {a.dtype}{a.shape}")
+            top = self.tokenizer.vocab_size if name == self.input_names[0] else 2
+            if a.min() < 0 or a.max() >= top:
+                raise InvalidInputError(f"{name} must hold values in [0, {top}) (the export's tokenizer), "
+                                        f"got [{a.min()}, {a.max()}]")
+            if name == self.input_names[1] and not a.any(axis=1).all():
+                raise InvalidInputError(f"every row of {name} needs at least one token (an all-zero row has no text)")
         elif a.ndim != 2 or a.shape[1] != len(self.vocabulary):
             raise InvalidInputError(f"{name} must have shape (n, {len(self.vocabulary)}), got {a.shape}")
         super()._check_input(name, a)

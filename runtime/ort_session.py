@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cmhash.errors import InvalidInputError, ProviderFallbackWarning, ProviderUnavailableError, require
+from cmhash.errors import (EncoderError, InvalidInputError, ProviderFallbackWarning, ProviderUnavailableError,
+                           require)
 
 PROVIDERS: dict[str, tuple[str, ...]] = {
     "cpu": ("CPUExecutionProvider",),
@@ -99,4 +100,10 @@ class OrtSession:
         """Outputs by name; inputs are cast to the model's declared input types."""
         typed = {name: np.ascontiguousarray(value, dtype=self.input_dtype(name)) for name, value in feed.items()}
         names = list(outputs) if outputs is not None else self.outputs
-        return dict(zip(names, self.session.run(names, typed)))
+        try:
+            values = self.session.run(names, typed)
+        except Exception as exc:  # onnxruntime's pybind errors (Fail, InvalidArgument, ...) share no base class
+            shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in typed.items())
+            raise EncoderError(f"onnxruntime ({self.provider}) could not run {self.model.name} on {shapes}: "
+                               f"{str(exc).strip()[:500]}") from exc
+        return dict(zip(names, values))

@@ -165,7 +165,7 @@ def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     options = options or EncoderOptions()
-    hamming = HammingIndex.load(index)
+    hamming = HammingIndex.load(index, mmap=True)  # read-only: a one-shot search need not copy the codes
     items = _items(index)
     result = SearchResult(len(hamming), int(k))
     for modality, queries in (("text", list(texts)), ("image", [str(p) for p in images])):

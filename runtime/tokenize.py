@@ -39,7 +39,10 @@ class TextTokenizer:
         self.max_length = max_length
         self.pad_id = self._find_pad_id()
         self._tok.no_padding()
-        self._tok.no_truncation()
+        # Truncation is set once and never toggled, so one TextTokenizer can serve many threads; a text
+        # was cut exactly when its encoding has overflowing pieces.
+        self._tok.enable_truncation(max_length)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def _find_pad_id(self) -> int:
         padding = self._tok.padding
@@ -56,13 +59,8 @@ class TextTokenizer:
             raise InvalidInputError("pass a list of texts, not a single string")
         if len(texts) == 0:
             raise InvalidInputError("no texts to tokenize")
-        full = self._tok.encode_batch(list(texts))
-        truncated = np.array([len(e.ids) > self.max_length for e in full])
-        self._tok.enable_truncation(self.max_length)
-        try:
-            encodings = self._tok.encode_batch(list(texts)) if truncated.any() else full
-        finally:
-            self._tok.no_truncation()
+        encodings = self._tok.encode_batch(list(texts))
+        truncated = np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
         length = max(len(e.ids) for e in encodings)
         ids = np.full((len(texts), length), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(texts), length), dtype=np.int64)

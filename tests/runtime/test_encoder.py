@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cmhash.errors import (DataFormatError, DataNotFoundError, EncoderOutputError, ExportFolderError,
+from cmhash.errors import (DataFormatError, DataNotFoundError, EncoderError, ExportFolderError,
                            InvalidInputError, ProviderFallbackWarning, ProviderUnavailableError)
 from cmhash.runtime.encoder import ImageEncoder, TextEncoder, load_encoder
 from cmhash.runtime.preprocess import ImagePreprocess
 
-from conftest import (TINY, TINY_BOW, assert_codes_match, bow_reference, image_reference, rewrite_manifest,
+from tiny_exports import (TINY, TINY_BOW, assert_codes_match, bow_reference, image_reference, rewrite_manifest,
                       token_reference)
 
 TINY_VOCAB = json.loads((TINY / "tokenizer.json").read_text())["model"]["vocab"]
@@ -258,7 +258,7 @@ def test_nan_hash_output_is_an_error_not_a_code(monkeypatch):
         return out
 
     monkeypatch.setattr(enc.session, "run", run)
-    with pytest.raises(EncoderOutputError, match=r"input\(s\) \[1\].*fp32"):
+    with pytest.raises(EncoderError, match=r"input\(s\) \[1\].*fp32"):
         enc.encode_arrays({"pixels": np.zeros((2, 3, 16, 16), np.float32)})
 
 
@@ -271,3 +271,22 @@ def test_infinite_hash_values_cannot_be_packed(bad):
     h[0, 7] = bad
     with pytest.raises(InvalidInputError, match="NaN or infinite"):
         pack(h)
+
+
+def test_token_arrays_out_of_range():
+    text = load_encoder(TINY, "text")
+    ids, mask = np.full((2, 4), 5, np.int64), np.ones((2, 4), np.int64)
+    with pytest.raises(InvalidInputError, match=r"input_ids must hold values in \[0, 28\)"):
+        text.encode_arrays({"input_ids": ids + 100, "attention_mask": mask})
+    with pytest.raises(InvalidInputError, match="attention_mask must hold values in"):
+        text.encode_arrays({"input_ids": ids, "attention_mask": mask * 2})
+    mask[1] = 0
+    with pytest.raises(InvalidInputError, match="at least one token"):
+        text.encode_arrays({"input_ids": ids, "attention_mask": mask})
+
+
+def test_onnxruntime_failures_are_typed():
+    """A graph that cannot run on its input (here 15x15 pixels, 48 features expected) is an EncoderError."""
+    session = load_encoder(TINY, "image").session
+    with pytest.raises(EncoderError, match=r"could not run image.onnx on pixels: float32\[1, 3, 15, 15\]"):
+        session.run({"pixels": np.zeros((1, 3, 15, 15), np.float32)})

@@ -17,7 +17,7 @@ from cmhash.runtime.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.encoder import load_encoder
 from cmhash.runtime.index import HammingIndex
 
-from conftest import TINY, TINY_BOW
+from tiny_exports import TINY, TINY_BOW
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cmhash.runtime.engine_meta import EngineMeta, write_sidecar
 from cmhash.runtime.io import sha256_file
 from cmhash.runtime.trt_session import TensorRTSession
 
-from conftest import rewrite_manifest
+from tiny_exports import rewrite_manifest
 from fake_gpu import ENGINE_PREFIX, FakeCupy, FakeTensorRT
 
 
