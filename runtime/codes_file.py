@@ -43,6 +43,7 @@ class CodesFile:
     method: str = ""
     model: str = ""
     truncated: np.ndarray | None = None
+    no_known_words: np.ndarray | None = None  # BoW texts with no vocabulary word (reported, not saved)
 
 
 def save_codes(path: str | os.PathLike, data: CodesFile) -> Path:

@@ -88,7 +88,8 @@ def encode_texts(model: str | os.PathLike, text_file: str | os.PathLike, out: st
         raise InvalidInputError(f"{text_file} holds no text (one text per line; blank lines are skipped)")
     encoder = options.load(model, "text")
     result = options.run(encoder, texts)
-    data = CodesFile(result.codes, ids, texts, encoder.bits, "text", encoder.method, str(model), result.truncated)
+    data = CodesFile(result.codes, ids, texts, encoder.bits, "text", encoder.method, str(model), result.truncated,
+                     result.no_known_words)
     save_codes(out, data)
     return data
 

@@ -64,8 +64,9 @@ def _options(backend: str, provider: str, fallback: bool, precision: str, thread
 
 def _summary(data, out: Path) -> dict:
     truncated = [] if data.truncated is None else data.ids[data.truncated].tolist()
+    unknown = [] if data.no_known_words is None else data.ids[data.no_known_words].tolist()
     return {"out": str(out), "count": int(data.codes.shape[0]), "bits": data.bits, "modality": data.modality,
-            "method": data.method, "truncated_ids": truncated}
+            "method": data.method, "truncated_ids": truncated, "no_known_word_ids": unknown}
 
 
 def _report(summary: dict, as_json: bool, what: str) -> None:
@@ -77,6 +78,12 @@ def _report(summary: dict, as_json: bool, what: str) -> None:
         listed = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
         stderr.print(f"[yellow]note:[/] {len(ids)} text(s) were longer than the tokenizer's max_length and were "
                      f"truncated as in training (line numbers, 0-based: {listed})", highlight=False, soft_wrap=True)
+    if summary["no_known_word_ids"]:
+        ids = summary["no_known_word_ids"]
+        listed = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+        stderr.print(f"[yellow]note:[/] {len(ids)} text(s) share no word with the model's bag-of-words vocabulary, "
+                     f"so their codes carry no information (line numbers, 0-based: {listed})",
+                     highlight=False, soft_wrap=True)
     stderr.print(f"encoded {summary['count']} {what} into {summary['bits']}-bit codes: {escape(summary['out'])}",
                  highlight=False, soft_wrap=True)
 

@@ -104,7 +104,6 @@ def test_runtime_constants_match_the_exporter_and_the_zoo():
     """runtime/ cannot import export/ or zoo/, so it repeats a few names; they must stay equal."""
     pytest.importorskip("torch")
     from cmhash.export import manifest
-    from cmhash.export.onnx import onnx_metadata  # noqa: F401  (the writer of ENCODER_FORMAT below)
     from cmhash.runtime import bow, export_folder
     from cmhash.zoo.data import vocab
 

@@ -57,6 +57,7 @@ def test_encode_index_search_json(tmp_path, images):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["count"] == 8 and summary["bits"] == 16 and summary["truncated_ids"] == []
+    assert summary["no_known_word_ids"] == []
     result = invoke("index", "build", tmp_path / "img.npz", "--out", tmp_path / "img.cmhx", "--json")
     assert json.loads(result.stdout)["count"] == 8
     result = invoke("search", "--index", tmp_path / "img.cmhx", "--model", TINY, "--image", images[3],
@@ -133,3 +134,12 @@ def test_allow_cpu_fallback_flag(tmp_path, images):
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith("warning: asked for onnxruntime provider CUDAExecutionProvider")
     np.testing.assert_array_equal(load_codes(tmp_path / "o.npz").codes.shape, (1, 2))
+
+
+def test_bow_texts_without_known_words_are_reported(tmp_path):
+    (tmp_path / "t.txt").write_text("a dog\nzebra giraffe\n\nred bus\n")
+    result = invoke("encode", "texts", tmp_path / "t.txt", "--model", TINY_BOW, "--out", tmp_path / "t.npz", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["no_known_word_ids"] == [1]
+    result = cmhash("encode", "texts", tmp_path / "t.txt", "--model", TINY_BOW, "--out", tmp_path / "t.npz")
+    assert "1 text(s) share no word" in result.stderr and "0-based: 1)" in result.stderr
