@@ -63,8 +63,42 @@ def run_one(dataset, method: str, changes: dict, bits: int, seed: int, folder: P
         raise RuntimeError(f"{folder}: evaluating the checkpoint gives {scores['score']}, training said {result.test['score']}")
     # Summed per-epoch times (training + that epoch's validation), so a resumed run counts its first part too.
     seconds = sum(json.loads(line)["seconds"] for line in (folder / "metrics.jsonl").read_text().splitlines())
+    losses = [json.loads(line)["loss"]["total"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return {"test": result.test, "val": result.val, "epoch": result.selected_epoch, "epochs": config_epochs(method, config),
-            "seconds": seconds, "curves": curves}
+            "seconds": seconds, "curves": curves, "max_abs_loss": max(abs(x) for x in losses), "config": config}
+
+
+def guide_positive_fraction(dataset, split, config) -> tuple[float, float]:
+    """DMsH-LN: the share of fitted pairs its guide marks positive, and the share the labels do."""
+    import torch
+
+    from cmhash.zoo.methods.dmsh import DMsHLN, guide_mask
+
+    y = torch.tensor(dataset.labels[split.fit], dtype=torch.float32)
+    torch.manual_seed(config.seed)
+    method = DMsHLN(config, num_classes=y.shape[1])
+    method.prepare(y)
+    masks = [guide_mask(method.labelnet(y, epoch)).float().mean().item() for epoch in (0, config.epochs - 1)]
+    return min(masks), float((y @ y.T > 0).float().mean())
+
+
+def why_below_lsh(label: str, method: str, recs: list[dict], dataset, split) -> list[str]:
+    """Evidence for a model that does not beat LSH, measured from its runs."""
+    loss = max(r["max_abs_loss"] for r in recs)
+    lines = [f"- **{label}**: the largest |training loss| over every epoch of every seed was {loss:.3g}; "
+             f"the selected epochs were {', '.join(str(r['epoch'] + 1) for r in recs)}."]
+    if method == "dmsh" and recs[0]["config"].labelnet == "random":
+        fractions = [guide_positive_fraction(dataset, split, r["config"])[0] for r in recs]
+        _, labels = guide_positive_fraction(dataset, split, recs[0]["config"])
+        lines.append(
+            f"  Why: the untrained LabelNet maps every label vector to nearly the same code, so its guide "
+            f"`M = (G Gᵀ) > 0` marks {min(fractions):.1%} of the fitted pairs positive at the first and last "
+            f"epoch (the labels themselves: {labels:.1%}). With no negative pair, the MS loss skips every "
+            "anchor (RECIPES.md: an anchor with an empty neg' contributes nothing), so the loss is exactly 0, "
+            "no gradient flows, and the hash heads stay at their random initialization: a random projection "
+            "of the features, which is what LSH is. The authors' code has this property on this data; the "
+            "project's default (`labelnet=trained`) and `labelnet=labels` do not.")
+    return lines
 
 
 def config_epochs(method: str, config) -> int:
@@ -133,11 +167,11 @@ def main() -> None:
         save_pr_curves(curves, png, title=f"coco-mini, {top} bits, seed {args.seeds[0]}: {direction}")
         pngs.append(png)
     total = time.perf_counter() - t_start
-    write_report(args, table, split, feature_seconds, total, pngs, limits)
+    write_report(args, table, split, feature_seconds, total, pngs, limits, dataset)
 
 
 def write_report(args, table, split, feature_seconds: float, total: float, pngs: list[Path],
-                 limits: dict[str, tuple[set[int], set[int]]]) -> None:
+                 limits: dict[str, tuple[set[int], set[int]]], dataset) -> None:
     sizes = split.sizes()
     lines = [
         "# Results on coco-mini",
@@ -185,6 +219,7 @@ def write_report(args, table, split, feature_seconds: float, total: float, pngs:
     lsh_t2i = statistics.mean(r["test"]["map_t2i"] for r in lsh)
     lines += ["", f"## Against LSH at {top} bits (mean over seeds)", "",
               "| model | I→T | T→I | above LSH in both? | selected epoch / epochs (per seed) |", "|---|---|---|---|---|"]
+    below = []
     for label, method, _ in MODELS:
         recs = table[(label, top)]
         i2t = statistics.mean(r["test"]["map_i2t"] for r in recs)
@@ -192,6 +227,12 @@ def write_report(args, table, split, feature_seconds: float, total: float, pngs:
         verdict = "—" if method is None else ("yes" if i2t > lsh_i2t and t2i > lsh_t2i else "**no**")
         epochs = "—" if method is None else ", ".join(f"{r['epoch'] + 1}/{r['epochs']}" for r in recs)
         lines.append(f"| {label} | {i2t:.3f} | {t2i:.3f} | {verdict} | {epochs} |")
+        if verdict == "**no**":
+            below.append((label, method, recs))
+    if below:
+        lines += ["", f"### Why some rows are not above LSH at {top} bits", ""]
+        for label, method, recs in below:
+            lines += why_below_lsh(label, method, recs, dataset, split)
     lines += ["", "PR curves (Hamming radius sweep, first seed): "
               + ", ".join(f"[{p.name}]({p.relative_to(args.out.parent) if p.is_relative_to(args.out.parent) else p})"
                           for p in pngs), ""]
