@@ -277,6 +277,10 @@ def markdown(args, rows, prep, cold, size) -> str:
                   "Biggest distributions (files in their RECORD):", "",
                   "| distribution | version | size |", "|---|---|---:|"]
         lines += [f"| {name} | {version} | {mb(b)} |" for name, version, b in top]
+        tools = {"pip", "setuptools", "pytest", "hypothesis", "pluggy", "iniconfig", "sortedcontainers"}
+        tool_bytes = sum(b for name, _, b in size["dists"] if name.lower() in tools)
+        lines += ["", f"Without pip, setuptools and the test tools ({', '.join(sorted(tools))}: {mb(tool_bytes)}), "
+                  f"the runtime's distributions total {mb(sum(b for *_, b in size['dists']) - tool_bytes)}."]
     return "\n".join(lines) + "\n"
 
 
