@@ -24,7 +24,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save as save_bytes
 from torch import nn
 
-import cmhash
 from cmhash.errors import CmhashError, ConfigError, WeightsError
 from cmhash.runtime.io import atomic_write, read_json
 from cmhash.zoo.backbones import BackboneConfig, build_backbone
@@ -78,7 +77,9 @@ class CrossModalHasher(nn.Module):
         folder = Path(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_write(folder / WEIGHTS_NAME) as fh:
-            fh.write(save_bytes(state, metadata={"format": "pt", "cmhash": cmhash.__version__}))
+            # One metadata key: safetensors writes metadata in hash-map order, which varies between
+            # processes, so two keys would make identical weights hash differently. The version is in config.json.
+            fh.write(save_bytes(state, metadata={"format": "pt"}))
         with atomic_write(folder / CONFIG_NAME, "w") as fh:
             json.dump(self.config, fh, indent=2, sort_keys=True)
         return folder
@@ -99,8 +100,7 @@ class CrossModalHasher(nn.Module):
         config = read_config(folder)
         if not weights.is_file():
             raise WeightsError(f"{folder} has no {WEIGHTS_NAME}: not a cmhash checkpoint folder")
-        shapes = _header_shapes(weights)
-        _check_shapes(_skeleton(config, folder), shapes, weights)
+        _check_shapes(_skeleton(config, folder), _header_shapes(weights), weights)
         backbones: dict[str, nn.Module] = {}
         if config.get("backbones_trained"):
             for m in config["modalities"]:
@@ -126,9 +126,11 @@ def _build(cls: type[CrossModalHasher], config: dict[str, Any], backbones: Mappi
                           f"({type(exc).__name__}: {exc}); restore the config.json saved with the weights") from exc
 
 
-def _skeleton(config: dict[str, Any], folder: Path) -> CrossModalHasher:
-    """The model's parameters and buffers as meta tensors (shapes only); trained backbones only when
-    they need no weights file to build (the BoW MLP), the others are checked when their weights load."""
+def _skeleton(config: dict[str, Any], folder: Path) -> tuple[CrossModalHasher, tuple[str, ...]]:
+    """The model's parameters and buffers as meta tensors (shapes only), and the state-dict prefixes
+    it leaves out: trained backbones are built only when they need no weights file (the BoW MLP); the
+    others are checked against the file when their real weights load."""
+    skipped = []
     with torch.device("meta"):
         backbones = {}
         if config.get("backbones_trained"):
@@ -136,7 +138,9 @@ def _skeleton(config: dict[str, Any], folder: Path) -> CrossModalHasher:
                 cfg = config[f"{m}_backbone"]
                 if isinstance(cfg, Mapping) and cfg.get("weights") == "init":
                     backbones[m] = build_backbone(cfg)
-        return _build(CrossModalHasher, config, backbones, folder)
+                else:
+                    skipped.append(f"towers.{m}.backbone.")
+        return _build(CrossModalHasher, config, backbones, folder), tuple(skipped)
 
 
 def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -150,10 +154,13 @@ def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from exc
 
 
-def _check_shapes(skeleton: nn.Module, shapes: Mapping[str, tuple[int, ...]], path: Path) -> None:
+def _check_shapes(skeleton: tuple[nn.Module, tuple[str, ...]], shapes: Mapping[str, tuple[int, ...]],
+                  path: Path) -> None:
     """The strict key and shape check of `load_state_dict_checked` (same messages), on meta tensors."""
+    module, skipped = skeleton
     with torch.device("meta"):
-        load_state_dict_checked(skeleton, {k: torch.empty(s) for k, s in shapes.items()}, source=str(path))
+        load_state_dict_checked(module, {k: torch.empty(s) for k, s in shapes.items()}, source=str(path),
+                                ignore_prefixes=skipped)
 
 
 # Pickle-based checkpoints: torch.save's zip container, or a bare pickle stream (protocol 2 to 5).
