@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cmhash.errors import ExportError
+from cmhash.runtime.export_folder import FORMAT, MANIFEST_NAME  # defined once, where the runtime reads them
 from cmhash.runtime.io import atomic_write, read_json, sha256_file
-
-FORMAT = "cmhash-export/1"
-MANIFEST_NAME = "export.json"
 REPORT_NAME = "validation.json"
 TOKENIZER_NAME = "tokenizer.json"
 VOCABULARY_NAME = "vocabulary.json"

@@ -32,6 +32,8 @@ from cmhash.runtime.io import sha256_file
 from cmhash.runtime.io import atomic_write
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
+from cmhash.runtime.export_folder import ENCODER_FORMAT
+
 from .manifest import (FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, model_file, refresh_files, write_manifest)
 
 MIN_OPSET = 18
@@ -108,7 +110,7 @@ def onnx_metadata(spec: EncoderSpec, config: Mapping[str, Any], hashes: Mapping[
     c = spec.config
     meta = {
         "cmhash_version": cmhash.__version__,
-        "cmhash_format": "cmhash-encoder/1",
+        "cmhash_format": ENCODER_FORMAT,
         "method": str(config["method"]),
         "bits": str(spec.bits),
         "modality": spec.modality,

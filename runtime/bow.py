@@ -1,8 +1,8 @@
 """Bag-of-words text input for BoW towers (DCPH's text network), from an export's vocabulary.json.
 
-The training side builds the same rows with `cmhash.zoo.data.BowVocabulary` and `caption_words`
-(zoo/data/vocab.py); the runtime cannot import the zoo, so the word rule and the file reader are
-repeated here, and tests/runtime/test_bow.py checks both sides give the same rows.
+The word rule and the vocabulary format live here, in the torch-free runtime; the training side
+(`cmhash.zoo.data.BowVocabulary`, zoo/data/vocab.py) imports them, and tests/runtime/test_bow.py
+checks both sides give the same rows.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -22,15 +21,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError, InvalidInputError
+from cmhash.runtime.bow import VOCABULARY_FORMAT as _FORMAT
+from cmhash.runtime.bow import caption_words  # the one word rule, shared with the runtime
 from cmhash.runtime.io import atomic_write, read_json
-
-_FORMAT = "cmhash.bow_vocabulary"
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def caption_words(text: str) -> list[str]:
-    """Split a caption into lowercase `[a-z0-9]+` words (punctuation and non-ASCII letters drop out)."""
-    return _WORD.findall(text.lower())
 
 
 def caption_docs(captions: Sequence[Sequence[str]]) -> list[list[str]]:
