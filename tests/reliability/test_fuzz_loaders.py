@@ -20,28 +20,19 @@ EXAMPLES = {"index": 300, "checkpoint": 150, "hub-manifest": 200, "train-state":
             "runtime-export": 200, "codes-file": 200, "tokenizer": 40, "engine-sidecar": 300, "coco": 200,
             "mirflickr": 200}
 
-# Loaders whose modules belong to the runtime-encoder work in progress (runtime/encoder.py,
-# export_folder.py, bow.py, ort_session.py, codes_file.py), not fixed here: see test_known_failures.py
-# for one readable case per bug. strict: when they are fixed, these xpass and fail, so drop the mark.
-OWNED_ELSEWHERE = {
-    "runtime-export": "runtime load_encoder lets TypeError, AttributeError, OverflowError, RecursionError and raw "
-                      "onnxruntime errors escape (test_known_failures.py)",
-    "codes-file": "runtime load_codes lets ValueError, TypeError and zipfile's NotImplementedError escape "
-                  "(test_known_failures.py)",
-}
+# Loaders whose modules belong to the runtime-encoder work (runtime/encoder.py, export_folder.py, bow.py,
+# ort_session.py, codes_file.py), not changed here. Untyped exceptions from them are tolerated and
+# counted (bench/fuzz_loaders.py reports them; test_known_failures.py has one strict xfail per cause);
+# hangs and huge allocations still fail. Remove a name once its loader raises only typed errors.
+UNTYPED_TOLERATED = {"runtime-export", "codes-file"}
 
 
-def _param(name: str):
-    if name in OWNED_ELSEWHERE:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE[name]))
-    return name
-
-
-@pytest.mark.parametrize("name", [_param(n) for n in sorted(TARGETS)])
+@pytest.mark.parametrize("name", sorted(TARGETS))
 def test_mutated_files_load_or_raise_a_typed_error(name, real_folder, tmp_path):
     runner = CaseRunner(TARGETS[name], real_folder(name), tmp_path)
     assert runner.load().kind == "ok", "the unmutated real files must load"
     seen: collections.Counter[str] = collections.Counter()
+    tolerated = {"crash"} if name in UNTYPED_TOLERATED else set()
 
     @settings(max_examples=EXAMPLES[name], derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -49,14 +40,33 @@ def test_mutated_files_load_or_raise_a_typed_error(name, real_folder, tmp_path):
     def case(rng):
         outcome = runner.run(rng)
         seen[outcome.kind] += 1
-        assert not outcome.failed, f"{outcome.kind} on a mutated {outcome.file}: {outcome.detail}"
+        assert not outcome.failed or outcome.kind in tolerated, \
+            f"{outcome.kind} on a mutated {outcome.file}: {outcome.detail}"
 
     case()
-    # The mutations reached the loader's checks (not only no-ops) and some cases still loaded.
-    assert seen["typed"] > 0 and seen["typed"] + seen["ok"] == sum(seen.values())
+    # The mutations reached the loader's checks (not only no-ops).
+    assert seen["typed"] > 0 and seen["typed"] + seen["ok"] + seen["crash"] == sum(seen.values())
 
 
 def test_every_loader_of_an_untrusted_file_is_fuzzed():
     """The list the issue asks for: index, export folder, checkpoint folder, sidecars, dataset readers."""
     assert {"index", "export", "runtime-export", "tokenizer", "checkpoint", "hub-manifest", "train-state",
             "engine-sidecar", "coco", "mirflickr", "codes-file"} <= set(TARGETS)
+
+
+def test_a_coco_file_name_too_long_for_the_os_is_a_typed_error(real_folder, tmp_path):
+    """Found by the long run (coco case 3990): a 100,000-character file_name made pathlib raise OSError."""
+    import json
+    import shutil
+
+    from cmhash.errors import DataNotFoundError
+    from cmhash.zoo.data import load_dataset
+
+    folder = tmp_path / "coco"
+    shutil.copytree(real_folder("coco"), folder)
+    path = folder / "annotations" / "captions_train2017.json"
+    captions = json.loads(path.read_text())
+    captions["images"][0]["file_name"] = "x" * 100_000
+    path.write_text(json.dumps(captions))
+    with pytest.raises(DataNotFoundError, match="missing"):
+        load_dataset(folder)

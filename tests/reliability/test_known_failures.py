@@ -51,6 +51,12 @@ def _vocabulary_with_a_dict(folder: Path) -> None:
     _replace(folder, "vocabulary.json", json.dumps(vocab).encode())
 
 
+def _non_utf8_metadata(model: bytes) -> bytes:
+    """The model with the first byte of its "cmhash-encoder/1" metadata value set to 0xff."""
+    at = model.index(b"cmhash-encoder/1")
+    return model[:at] + b"\xff" + model[at + 1:]
+
+
 def _ort_error(name: str) -> type[BaseException]:
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
@@ -64,6 +70,9 @@ EXPORT_CASES = {
     # runtime/ort_session.py: onnxruntime's own InvalidProtobuf escapes OrtSession
     "truncated text.onnx (onnxruntime InvalidProtobuf, runtime/ort_session.py)":
         (lambda f: _replace(f, "text.onnx", (f / "text.onnx").read_bytes()[:1000]), _ort_error("InvalidProtobuf")),
+    # runtime/ort_session.py: custom_metadata_map decodes metadata as UTF-8 and raises UnicodeDecodeError
+    "ONNX metadata that is not UTF-8 (UnicodeDecodeError, runtime/ort_session.py)":
+        (lambda f: _replace(f, "text.onnx", _non_utf8_metadata((f / "text.onnx").read_bytes())), UnicodeDecodeError),
     # runtime/export_folder.py `_read_manifest`: json.loads raises RecursionError, not ValueError
     "deeply nested export.json (RecursionError, runtime/export_folder.py)":
         (lambda f: (f / "export.json").write_text("[" * 100_000 + "]" * 100_000), RecursionError),

@@ -139,9 +139,39 @@ def test_forged_mat_dimensions_are_refused_before_scipy_allocates(real_folder, t
     assert isinstance(err, DataFormatError) and "damaged" in str(err)
 
 
-def test_a_mat_file_that_crashed_scipy_is_refused(real_folder, tmp_path):
-    """Found by the fuzzer: a data element whose type code is 0 made scipy.io.loadmat segfault. Run in a
-    child process, so a regression shows as a failed test instead of killing the test session."""
+def test_a_header_scipy_would_read_as_matlab_v4_is_refused_before_allocating(real_folder, tmp_path):
+    """Long-run mirflickr case 29514: zeros in the header text make scipy use its v4 reader, which takes
+    the next bytes as dimensions and allocates from them (a MemoryError under the cap)."""
+    from cmhash.zoo.data import load_dataset
+
+    folder = tmp_path / "mir"
+    shutil.copytree(real_folder("mirflickr"), folder)
+    path = folder / "mirflickr25k-lall.mat"
+    raw = bytearray(path.read_bytes())
+    raw[3:7] = b"\x00\x00\x00\x01"
+    path.write_bytes(bytes(raw))
+    err = _typed(load_dataset, folder)
+    assert isinstance(err, DataFormatError) and "v4" in str(err)
+
+
+def _zero_name_and_data_type(inner: bytearray) -> None:
+    assert inner[40:48] == b"\x01\x00\x04\x00LAll"  # the variable name, a small data element
+    inner[44:52] = bytes(8)  # name zeroed, and the data element's type set to 0
+
+
+def _bad_type_behind_an_empty_matrix_tag(inner: bytearray) -> None:
+    """Long-run mirflickr case 5402: the matrix declares 0 bytes, so a check that trusts the tag skips
+    its body, but scipy reads the body anyway and meets a data element of type 0x8000."""
+    assert inner[48:52] == b"\x02\x00\x00\x00"  # the data element's type: miUINT8
+    inner[4:8] = bytes(4)
+    inner[48:52] = struct.pack("<I", 0x8000)
+
+
+@pytest.mark.parametrize("damage, message", [(_zero_name_and_data_type, "data type 0"),
+                                             (_bad_type_behind_an_empty_matrix_tag, "after its matrix")])
+def test_mat_files_that_crashed_scipy_are_refused(damage, message, real_folder, tmp_path):
+    """Found by the fuzzers: both make scipy.io.loadmat segfault (scipy 1.17). Run in a child process, so
+    a regression shows as a failed test instead of killing the test session."""
     import subprocess
     import sys
 
@@ -150,15 +180,14 @@ def test_a_mat_file_that_crashed_scipy_is_refused(real_folder, tmp_path):
     path = folder / "mirflickr25k-lall.mat"
     raw = path.read_bytes()
     inner = bytearray(zlib.decompress(raw[136:]))
-    assert inner[40:48] == b"\x01\x00\x04\x00LAll"  # the variable name, a small data element
-    inner[44:52] = bytes(8)  # name zeroed, and the data element's type set to 0
+    damage(inner)
     packed = zlib.compress(bytes(inner))
     path.write_bytes(raw[:128] + struct.pack("<II", 15, len(packed)) + packed)
     code = ("import sys\nfrom cmhash.errors import DataFormatError\nfrom cmhash.zoo.data import load_dataset\n"
             "try:\n    load_dataset(sys.argv[1])\nexcept DataFormatError as e:\n    print('typed:', e)\n")
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-500:]}"
-    assert done.stdout.startswith("typed:") and "data type 0" in done.stdout
+    assert done.stdout.startswith("typed:") and message in done.stdout
 
 
 # -------------------------------------------------------------------------------------- long text

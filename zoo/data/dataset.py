@@ -170,11 +170,19 @@ def require_file(path: Path, provider: str) -> Path:
     return path
 
 
+def _is_file(path: Path) -> bool:
+    """`path.is_file()`, False also for paths the OS cannot even look up (a name over 255 bytes)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def check_image_files(paths: Sequence[Path], source: str) -> None:
     """Raise DataNotFoundError naming the first missing image files (at most 3 shown)."""
     from cmhash.errors import DataNotFoundError
 
-    missing = [p for p in paths if not p.is_file()]
+    missing = [p for p in paths if not _is_file(p)]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         raise DataNotFoundError(

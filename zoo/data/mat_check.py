@@ -5,8 +5,10 @@ process (a segmentation fault, found by tests/reliability: a data element whose 
 MATLAB type) instead of raising. A dataset file is untrusted input, so this walks every element in
 pure Python first and refuses, with a `DataFormatError`, anything scipy should not see: unknown
 element types, sizes that overrun their parent, dimensions whose product disagrees with the data
-size (a forged dimension is refused before anything is allocated from it), and corrupt compressed
-streams. Files that pass are exactly the well-formed ones, which scipy then reads as before.
+size (a forged dimension is refused before anything is allocated from it), corrupt compressed
+streams, and headers scipy would take for MATLAB v4 (a format without any check, whose forged
+dimensions made scipy allocate without bound). Files that pass are the well-formed v5 ones, which
+scipy then reads as before.
 
 Format reference: MathWorks, "MAT-File Format" (matfile_format.pdf), version 5 chapter.
 """
@@ -29,6 +31,7 @@ _INT32, _UINT32, _INT8 = 5, 6, 1
 _CELL, _STRUCT, _OBJECT, _CHAR, _SPARSE = 1, 2, 3, 4, 5
 _NUMERIC = set(range(6, 16))  # mxDOUBLE ... mxUINT64
 _MAX_DEPTH = 32  # cells of cells: real dataset files nest two or three levels
+_KEEP = 64 << 20  # decompressed bytes held for checking; a bigger numeric array is checked by its header
 
 
 class _Bad(Exception):
@@ -127,22 +130,48 @@ def _element(buf: bytes, pos: int, end: int, fmt: str, depth: int, cell: bool = 
         _matrix(buf, start, start + nbytes, fmt, depth)
         return nxt
     if mtype == _COMPRESSED and not cell:
-        inner = _inflate(buf[start:start + nbytes], pos)
-        _element(inner, 0, len(inner), fmt, depth)
+        data = buf[start:start + nbytes]
+        head, total = _inflate(data, pos, keep=_KEEP)
+        if total > len(head) and _class_of(head, fmt) in _NUMERIC | {_CHAR}:
+            # A big numeric array (image pixels): its header and sizes are all there is to check,
+            # so the data is counted while inflating, not kept (scipy will inflate it once more).
+            mtype, nbytes, start, inner_end = _tag(head, 0, total, fmt)
+            if mtype != _MATRIX:
+                raise _Bad(f"the compressed element at byte {pos} does not hold a matrix")
+            _matrix(head, start, start + nbytes, fmt, depth)
+        else:
+            inner = head if total == len(head) else _inflate(data, pos)[0]
+            inner_end = _element(inner, 0, len(inner), fmt, depth)
+        if inner_end != total:  # scipy reads past a short element into what follows (it crashed on one)
+            raise _Bad(f"the compressed element at byte {pos} holds {total - inner_end} bytes after its matrix")
         return nxt
     raise _Bad(f"the element at byte {pos} has type {mtype}; a variable must be a matrix or compressed")
 
 
-def _inflate(data: bytes, pos: int) -> bytes:
-    """Decompress a miCOMPRESSED element; it must hold one complete zlib stream."""
+def _class_of(head: bytes, fmt: str) -> int:
+    """The array class in a matrix element's flags (0 when the head is too short to say)."""
+    return struct.unpack_from(fmt + "I", head, 16)[0] & 0xFF if len(head) >= 20 else 0
+
+
+def _inflate(data: bytes, pos: int, keep: int | None = None) -> tuple[bytes, int]:
+    """Decompress a miCOMPRESSED element (one complete zlib stream): (its first `keep` bytes, or all of
+    them, and the total decompressed size)."""
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data) + inflater.flush()
+        if keep is None:
+            out = inflater.decompress(data) + inflater.flush()
+            total = len(out)
+        else:
+            out = inflater.decompress(data, keep)
+            total = len(out)
+            while inflater.unconsumed_tail:
+                total += len(inflater.decompress(inflater.unconsumed_tail, _KEEP))
+            total += len(inflater.flush())
     except zlib.error as exc:
         raise _Bad(f"the compressed element at byte {pos} is corrupt ({exc})") from None
     if not inflater.eof:
         raise _Bad(f"the compressed element at byte {pos} is truncated")
-    return out
+    return out, total
 
 
 def check_mat_v5(path: str | Path) -> None:
@@ -155,6 +184,9 @@ def check_mat_v5(path: str | Path) -> None:
     fix = "Fix: download or re-save the file (in MATLAB: save(FILE, VARS, '-v7'))."
     if len(buf) < _HEADER:
         raise DataFormatError(f"{path} is {len(buf)} bytes, shorter than a MATLAB v5 header. {fix}")
+    if 0 in buf[:4]:  # scipy's rule for MATLAB v4 files, whose headers hold no checks at all
+        raise DataFormatError(f"{path} starts like a MATLAB v4 file (a zero byte in its first four), or its "
+                              f"header is damaged; cmhash reads v5 to v7.3 .mat files. {fix}")
     endian = buf[126:128]
     if endian not in (b"IM", b"MI"):
         raise DataFormatError(f"{path} is not a MATLAB v5 file (endian mark {endian!r}); cmhash reads v5 to v7.3 "
@@ -169,3 +201,5 @@ def check_mat_v5(path: str | Path) -> None:
             pos = _element(buf, pos, len(buf), fmt, 0)
     except _Bad as exc:
         raise DataFormatError(f"{path} is damaged: {exc}. {fix}") from None
+    except struct.error:  # a header that runs past the part of a big element that is kept for checking
+        raise DataFormatError(f"{path} is damaged: an array header runs past its data. {fix}") from None
