@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install $(Q) --upgrade pip
 	$(VENV)/bin/pip install $(Q) torch==2.13.0
-	$(VENV)/bin/pip install $(Q) -e ".[cpu,train,export,fast,faiss,demo,dev]"
+	$(VENV)/bin/pip install $(Q) -e ".[cpu,train,export,fast,faiss,demo,ray,dev]"
 	touch $@
 
 # The runtime's own environment: the base install plus onnxruntime, and no torch at all.

@@ -125,3 +125,18 @@ class ProviderFallbackWarning(UserWarning):
 
 class EncoderError(CmhashError, RuntimeError):
     """Running an encoder failed, or it gave unusable outputs (NaN/inf hash values, wrong shapes)."""
+
+
+class ShardUnavailableError(CmhashError, RuntimeError):
+    """A shard of a sharded index (a Ray actor) died, restarted empty, or cannot be reached.
+
+    Raised instead of returning results without that shard's items. `shard` is its number.
+    """
+
+    def __init__(self, message: str, shard: int | None = None) -> None:
+        super().__init__(message)
+        self.shard = shard
+
+
+class ClusterError(CmhashError, RuntimeError):
+    """Starting or connecting to a Ray cluster failed, or a distributed job failed on it."""

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cmhash.commands import JsonOption, stderr, stdout
+from cmhash.commands.ray_options import RayAddressOption, RayOption, ShardsOption, WorkersOption, use_ray
 
 encode_app = typer.Typer(help="Encode images or texts into packed hash codes with an exported model (no torch).",
                          no_args_is_help=True, rich_markup_mode="markdown")
@@ -92,7 +93,7 @@ def _report(summary: dict, as_json: bool, what: str) -> None:
 def encode_images(
     paths: Annotated[list[Path], typer.Argument(help="Image files, or folders (searched recursively for images).")],
     model: ModelOption,
-    out: Annotated[Path, typer.Option("--out", help="The codes file to write (.npz).")],
+    out: Annotated[Path, typer.Option("--out", help="The codes file to write (.npz); with --ray, a folder.")],
     backend: BackendOption = "onnxruntime",
     provider: ProviderOption = "cpu",
     allow_cpu_fallback: FallbackOption = False,
@@ -100,23 +101,35 @@ def encode_images(
     threads: ThreadsOption = None,
     batch_size: BatchOption = 32,
     progress: ProgressOption = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Encode images into packed hash codes (ids 0..n-1, in the order given) and save them as .npz.
 
     Images are opened with their EXIF orientation; grayscale, RGBA and palette images are converted
-    as in training. An unreadable image stops the run and names the file.
+    as in training. An unreadable image stops the run and names the file. With --ray, actors on a Ray
+    cluster encode in parallel and --out is a folder of Parquet parts (the same codes).
 
     Examples:
 
     * `cmhash encode images photos/ --model exports/dmsh64 --out photos.npz`
     * `cmhash encode images a.jpg b.png --model exports/dmsh64 --out q.npz --provider cuda --json`
+    * `cmhash encode images photos/ --model exports/dmsh64 --out photos.codes --ray --workers 2`
     """
+    options = _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size, progress)
+    if use_ray(ray, ray_address):
+        from cmhash.runtime.distributed.pipeline import encode_images_ray
+
+        with _warnings_as_notes():
+            summary = encode_images_ray(model, paths, out, options, address=ray_address, workers=workers)
+        _report(summary, as_json, "images")
+        return
     from cmhash.runtime.pipeline import encode_images as run
 
     with _warnings_as_notes():
-        data = run(model, paths, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
-                                               progress))
+        data = run(model, paths, out, options)
     _report(_summary(data, out), as_json, "images")
 
 
@@ -124,7 +137,7 @@ def encode_images(
 def encode_texts(
     file: Annotated[str, typer.Argument(help="A UTF-8 text file, one text per line (blank lines skipped); - for stdin.")],
     model: ModelOption,
-    out: Annotated[Path, typer.Option("--out", help="The codes file to write (.npz).")],
+    out: Annotated[Path, typer.Option("--out", help="The codes file to write (.npz); with --ray, a folder.")],
     backend: BackendOption = "onnxruntime",
     provider: ProviderOption = "cpu",
     allow_cpu_fallback: FallbackOption = False,
@@ -132,48 +145,78 @@ def encode_texts(
     threads: ThreadsOption = None,
     batch_size: BatchOption = 32,
     progress: ProgressOption = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Encode texts into packed hash codes (id = 0-based line number) and save them as .npz.
 
     Texts longer than the tokenizer's max_length are truncated exactly as in training, and the
-    command says which.
+    command says which. With --ray, actors on a Ray cluster encode in parallel and --out is a
+    folder of Parquet parts (the same codes).
 
     Examples:
 
     * `cmhash encode texts captions.txt --model exports/dmsh64 --out captions.npz`
     * `cat queries.txt | cmhash encode texts - --model exports/dmsh64 --out q.npz --json`
+    * `cmhash encode texts captions.txt --model exports/dmsh64 --out captions.codes --ray-address ray://head:10001`
     """
+    lines = sys.stdin.read().splitlines() if file == "-" else None
+    options = _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size, progress)
+    if use_ray(ray, ray_address):
+        from cmhash.runtime.distributed.pipeline import encode_texts_ray
+
+        with _warnings_as_notes():
+            summary = encode_texts_ray(model, file, out, options, lines, address=ray_address, workers=workers)
+        _report(summary, as_json, "texts")
+        return
     from cmhash.runtime.pipeline import encode_texts as run
 
-    lines = sys.stdin.read().splitlines() if file == "-" else None
     with _warnings_as_notes():
-        data = run(model, file, out, _options(backend, provider, allow_cpu_fallback, precision, threads, batch_size,
-                                              progress), lines=lines)
+        data = run(model, file, out, options, lines=lines)
     _report(_summary(data, out), as_json, "texts")
 
 
 @index_app.command("build")
 def index_build(
-    codes: Annotated[Path, typer.Argument(help="A codes file from `cmhash encode`.")],
-    out: Annotated[Path, typer.Option("--out", help="The index file to write (the .items.json sidecar goes next to it).")],
+    codes: Annotated[Path, typer.Argument(help="A codes file from `cmhash encode` (with --shards, also a --ray "
+                                                "codes folder).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="The index file to write (the .items.json sidecar goes next to it); with --shards, a folder.")],
+    shards: ShardsOption = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build a Hamming index from a codes file and save it (atomically, with a checksum).
 
     Also writes `INDEX.items.json`, which maps ids back to image paths or texts for `cmhash search`.
+    With --shards N, the index is split over N Ray actors and saved as a folder (one pair of files
+    per shard plus index.json); searched through `ShardedIndex.load`, it returns exactly what the
+    single-file index returns.
 
     Examples:
 
     * `cmhash index build photos.npz --out photos.cmhx`
+    * `cmhash index build photos.codes --out photos.shards --shards 4 --ray-address ray://head:10001`
     """
-    from cmhash.runtime.pipeline import build_index
+    if shards is not None or use_ray(ray, ray_address):
+        from cmhash.errors import InvalidInputError
+        from cmhash.runtime.distributed.pipeline import build_sharded_index
 
-    summary = build_index(codes, out)
+        if shards is None:
+            raise InvalidInputError("--ray builds a sharded index: give the number of shards with --shards N")
+        summary = build_sharded_index(codes, out, shards, address=ray_address)
+    else:
+        from cmhash.runtime.pipeline import build_index
+
+        summary = build_index(codes, out)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    stderr.print(f"indexed {summary['count']} {summary['bits']}-bit {summary['modality']} codes: "
+    where = f" in {summary['shards']} shards" if "shards" in summary else ""
+    stderr.print(f"indexed {summary['count']} {summary['bits']}-bit {summary['modality']} codes{where}: "
                  f"{escape(summary['index'])}", highlight=False, soft_wrap=True)
 
 

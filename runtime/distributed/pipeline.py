@@ -1,0 +1,79 @@
+"""What `cmhash encode ... --ray` and `cmhash index build ... --shards N` do, as plain functions.
+
+Each takes an optional Ray `address` (None: a local cluster, started and stopped by the call;
+an address: join that cluster) and returns a summary dict that the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cmhash.errors import InvalidInputError
+from cmhash.runtime.codes_file import CodesFile, load_codes, texts_from_file
+from cmhash.runtime.distributed.cluster import ray_cluster
+from cmhash.runtime.distributed.code_shards import is_code_shards, read_code_shards
+from cmhash.runtime.io import atomic_write
+from cmhash.runtime.pipeline import ITEMS_FORMAT, EncoderOptions, image_paths, items_path
+
+ADD_BATCH = 1 << 20  # rows per add call: bounds one Ray message at ~8 MiB of 64-bit codes
+
+
+def encode_images_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
+                      options: EncoderOptions | None = None, *, address: str | None = None,
+                      workers: int | None = None) -> dict[str, Any]:
+    """As `pipeline.encode_images` (ids 0..n-1 in the order given), on Ray, into the codes folder `out`."""
+    from cmhash.runtime.distributed.encode import encode_distributed
+
+    files = image_paths(paths)
+    with ray_cluster(address):
+        return encode_distributed(model, "image", [str(f.resolve()) for f in files], np.arange(len(files)), out,
+                                  items=[str(f) for f in files], workers=workers, options=options)
+
+
+def encode_texts_ray(model: str | os.PathLike, text_file: str | os.PathLike, out: str | os.PathLike,
+                     options: EncoderOptions | None = None, lines: Sequence[str] | None = None, *,
+                     address: str | None = None, workers: int | None = None) -> dict[str, Any]:
+    """As `pipeline.encode_texts` (id = 0-based line number), on Ray, into the codes folder `out`."""
+    from cmhash.runtime.distributed.encode import encode_distributed
+
+    texts, ids = texts_from_file(text_file, lines)
+    if not texts:
+        raise InvalidInputError(f"{text_file} holds no text (one text per line; blank lines are skipped)")
+    with ray_cluster(address):
+        return encode_distributed(model, "text", texts, ids, out, workers=workers, options=options)
+
+
+def load_any_codes(codes: str | os.PathLike) -> CodesFile:
+    """A codes .npz (`cmhash encode`) or a codes folder (`cmhash encode --ray`), rows in insertion order."""
+    return read_code_shards(codes) if is_code_shards(codes) else load_codes(codes)
+
+
+def build_sharded_index(codes: str | os.PathLike, out: str | os.PathLike, shards: int, *,
+                        address: str | None = None, num_cpus: float | None = None) -> dict[str, Any]:
+    """A ShardedIndex of a codes file or folder, saved into the folder `out`, plus `out.items.json`.
+
+    Items are added in the codes' order, so searches return exactly what `cmhash index build`'s
+    single-node index returns for the same codes.
+    """
+    from cmhash.runtime.distributed.sharded_index import ShardedIndex
+
+    data = load_any_codes(codes)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} is a file; a sharded index is saved into a folder (e.g. {out}.shards)")
+    with ray_cluster(address), ShardedIndex(data.bits, shards, num_cpus=num_cpus) as index:
+        for start in range(0, data.codes.shape[0], ADD_BATCH):
+            index.add(data.codes[start:start + ADD_BATCH], data.ids[start:start + ADD_BATCH])
+        index.save(out)
+        counts = index.shard_counts
+    sidecar = {"format": ITEMS_FORMAT, "bits": data.bits, "modality": data.modality, "method": data.method,
+               "model": data.model, "ids": data.ids.tolist(), "items": data.items}
+    with atomic_write(items_path(out), "w") as fh:
+        json.dump(sidecar, fh)
+    return {"index": str(out), "items": str(items_path(out)), "count": int(sum(counts)), "bits": data.bits,
+            "modality": data.modality, "shards": len(counts), "shard_counts": counts}
