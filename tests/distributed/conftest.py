@@ -5,11 +5,7 @@ Tests that need Ray take the `ray_session` fixture; where Ray is not installed t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-TINY = Path(__file__).resolve().parents[1] / "runtime" / "data" / "tiny"  # a 16-bit image + text export
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from them searches exactly like the single-node index (through the CLI, in proce
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from cmhash.runtime.distributed.pipeline import encode_images_ray, encode_texts_
 from cmhash.runtime.distributed.sharded_index import ShardedIndex  # noqa: E402
 from cmhash.runtime.index import HammingIndex  # noqa: E402
 
-from conftest import TINY  # noqa: E402
+TINY = Path(__file__).resolve().parents[1] / "runtime" / "data" / "tiny"  # a 16-bit image + text export
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from cmhash.cli import app
 from cmhash.errors import MissingDependencyError
 
-from conftest import TINY
+TINY = Path(__file__).resolve().parents[1] / "runtime" / "data" / "tiny"  # a 16-bit image + text export
 
 
 def test_ray_options_without_ray_name_the_extra(monkeypatch, tmp_path):
