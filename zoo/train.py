@@ -185,7 +185,8 @@ class Trainer:
                 "recipe": self.recipe.state_dict()}
 
     def _resume(self) -> tuple[int, dict[str, Any]]:
-        if not (self.out / f"{STATE_NAME}.json").is_file():
+        if not (self.out / f"{STATE_NAME}.safetensors").is_file():  # the state's commit file (state_io)
+            self._trim_metrics(0)  # a run killed before its first state keeps no metrics line
             return 0, {"epoch": -1, "score": -1.0}
         state = load_state(self.out, STATE_NAME)
         self.model.load_state_dict(state["model"], strict=True)

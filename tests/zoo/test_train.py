@@ -139,6 +139,19 @@ def test_a_cold_feature_cache_gives_the_same_run_as_a_warm_one(coco, tmp_path, m
 # ---------------------------------------------------------------- resume
 
 
+def test_a_crash_before_the_first_state_leaves_no_duplicate_metrics(coco, tmp_path, monkeypatch):
+    config = make_config("dmsh", "offline", bits=BITS, **SMALL["dmsh"])
+    out = tmp_path / "run"
+    real_save_state = train_module.save_state
+    crash_at_state_write(monkeypatch, epoch=0, after_write=False)  # epoch 0's metrics line is written, its state not
+    with pytest.raises(Crash):
+        train("dmsh", config, coco, out, progress=False)
+    assert [r["epoch"] for r in metrics(out)] == [0]
+    monkeypatch.setattr(train_module, "save_state", real_save_state)
+    train("dmsh", config, coco, out, progress=False)
+    assert [r["epoch"] for r in metrics(out)] == list(range(config.epochs))
+
+
 @pytest.mark.parametrize("method", ["dmsh", "dcph", "dhaph"])
 def test_resume_after_crashes_repeats_the_uninterrupted_run(method, coco, tmp_path, monkeypatch):
     config = make_config(method, "offline", bits=BITS, **SMALL[method])
