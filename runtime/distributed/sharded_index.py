@@ -19,7 +19,9 @@ raises ShardUnavailableError naming the shard, never a result without its items.
 `restore_shard(n)` from the last save (refused if it changed since, unless discard_unsaved=True),
 or reload the whole index with `load`.
 
-Writes: one writer (this driver object); searches may run while no write is in progress. On a real
+Writes: one writer (this driver object); searches may run while no write is in progress. `add`
+first asks every shard whether it holds any of the new ids (np.isin over the shard: linear in its
+size), so add in large batches when building a big index. On a real
 cluster the save folder must be on storage every node can reach (NFS, a mounted bucket): each actor
 writes and reads its own shard's files.
 """
@@ -40,6 +42,7 @@ from cmhash.runtime.distributed.manifest import Manifest, ShardEntry, is_sharded
 from cmhash.runtime.distributed.merge import merge_ranges, merge_topk
 
 _REMOTE: Any = None
+_BACKENDS = ("auto", "numba", "numpy", "cupy")  # HammingIndex's
 
 
 def _remote_shard() -> Any:
@@ -88,6 +91,8 @@ class ShardedIndex:
         init()  # joins the session already started (ray_cluster), else starts a local one
         self._bits = check_bits(bits)
         n = _positive(shards, "shards")
+        if backend not in _BACKENDS:  # checked here: in the actors it would surface as a dead shard
+            raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(_BACKENDS)}")
         total = cluster_cpus()
         if num_cpus is None:
             num_cpus = min(1.0, math.floor(total / n * 1e4) / 1e4)  # Ray's resource granularity is 1e-4
@@ -198,10 +203,7 @@ class ShardedIndex:
         self._next_seq += m  # even if a shard fails below: seqs are never reused
         self._next_id = max(self._next_id, int(uniq[-1]) + 1)
         self._dirty.update(numbers)
-        infos = gather(refs, "add", self._timeout, numbers)
-        for i, info in zip(numbers, infos):
-            self._counts[i] += int((shard_of == i).sum())
-        self._expect(infos, numbers)
+        self._apply(numbers, refs, "add", [int((shard_of == i).sum()) for i in numbers])
         return new_ids
 
     def remove(self, ids: Any) -> int:
@@ -215,11 +217,24 @@ class ShardedIndex:
             raise InvalidInputError(f"ids not in the index: {missing[:5].tolist()}")
         numbers = [i for i, hit in enumerate(found) if hit.any()]
         self._dirty.update(numbers)
-        infos = self._call(numbers, "remove", "remove", rm)
-        for i in numbers:
-            self._counts[i] -= int(found[i].sum())
-        self._expect(infos, numbers)
+        refs = [self._actors[i].remove.remote(rm) for i in numbers]
+        self._apply(numbers, refs, "remove", [-int(found[i].sum()) for i in numbers])
         return int(rm.size)
+
+    def _apply(self, numbers: list[int], refs: list[Any], what: str, deltas: list[int]) -> None:
+        """Wait for a write on every shard it touched and book each shard's new count, so that a
+        failure on one shard leaves the others' bookkeeping right; then raise the first failure."""
+        first: Exception | None = None
+        for number, ref, delta in zip(numbers, refs, deltas):
+            try:
+                (info,) = gather([ref], what, self._timeout, [number])
+            except ShardUnavailableError as exc:
+                first = first or exc
+                continue
+            self._counts[number] += delta
+            self._expect([info], [number])
+        if first is not None:
+            raise first
 
     # ------------------------------------------------------------------ search
     def _queries(self, queries: np.ndarray) -> Any:

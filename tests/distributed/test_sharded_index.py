@@ -121,3 +121,10 @@ def test_a_shard_that_came_back_empty_is_detected(ray_session, data):
         sharded._actors[1] = sharded._spawn(1)  # noqa: SLF001
         with pytest.raises(ShardUnavailableError, match="should hold 450"):
             sharded.search(queries, 5)
+
+
+def test_bad_arguments_are_refused_before_any_actor_starts(ray_session):
+    with pytest.raises(InvalidInputError, match="unknown backend"):
+        ShardedIndex(BITS, 2, backend="gpu")
+    with pytest.raises(InvalidInputError, match="need 6 CPUs but the cluster has 2"):
+        ShardedIndex(BITS, 3, num_cpus=2)  # Ray would leave the third actor pending for ever
