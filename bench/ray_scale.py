@@ -55,9 +55,11 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
-def best(fn, reps: int) -> tuple[float, object]:
+def best(fn, reps: int) -> tuple[float, object, float]:
+    """(best seconds, the last result, median seconds) of `reps` runs."""
     runs = [timed(fn) for _ in range(reps)]
-    return min(r[0] for r in runs), runs[-1][1]
+    secs = sorted(r[0] for r in runs)
+    return secs[0], runs[-1][1], secs[len(secs) // 2]
 
 
 def cpu_name() -> str:
@@ -76,30 +78,43 @@ def rss_bytes(pid: int) -> int:
 
 # ---------------------------------------------------------------------------------- encoding
 def bench_encoding(args, tmp: Path) -> dict:
-    from cmhash.runtime.distributed.encode import encode_distributed
+    """Each configuration runs `--rounds` times, in reversed order every other round, so that drift
+    in the machine's load hits every configuration alike; the table gives the best and every run."""
     from cmhash.runtime.distributed.code_shards import read_code_shards
+    from cmhash.runtime.distributed.encode import encode_distributed
     from cmhash.runtime.pipeline import EncoderOptions, encode_images
 
     images = sorted((DATA / "val2017").glob("*.jpg")) + sorted((DATA / "train2017").glob("*.jpg"))
     paths = [str(p) for p in images] * args.repeat
-    n = len(paths)
-    rows = []
+    n, ids = len(paths), np.arange(len(paths))
+    encode_images(args.export, images, tmp / "warm.npz", EncoderOptions(progress=False))  # warm the file cache
     ref = None
-    for threads in (1, 2):
-        secs, data = timed(lambda: encode_images(args.export, paths, tmp / f"one{threads}.npz",
-                                                 EncoderOptions(threads=threads, progress=False)))
-        ref = data.codes
-        rows.append({"how": f"single process, {threads} onnxruntime thread(s)", "workers": threads, "s": secs,
-                     "images_per_s": n / secs, "identical": True})
-    ids = np.arange(n)
+
+    def single(threads: int):
+        return lambda: encode_images(args.export, paths, tmp / "one.npz",
+                                     EncoderOptions(threads=threads, progress=False)).codes
+
+    def on_ray(workers: int):
+        def run():
+            encode_distributed(args.export, "image", paths, ids, tmp / "ray", workers=workers,
+                               options=EncoderOptions(threads=1))
+            return read_code_shards(tmp / "ray").codes
+        return run
+
+    configs = [(f"single process, {t} onnxruntime thread(s)", t, single(t)) for t in (1, 2)]
+    configs += [(f"Ray Data, {w} actor(s) x 1 thread", w, on_ray(w)) for w in (1, 2)]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+    identical = dict.fromkeys(times, True)
+    for r in range(args.rounds):
+        for name, _, fn in configs if r % 2 == 0 else configs[::-1]:
+            secs, codes = timed(fn)
+            times[name].append(secs)
+            ref = codes if ref is None else ref
+            identical[name] &= bool(np.array_equal(codes, ref))
     overhead, _ = timed(lambda: encode_distributed(args.export, "image", paths[:8], ids[:8], tmp / "tiny",
                                                    workers=1, options=EncoderOptions(threads=1)))
-    for workers in (1, 2):
-        secs, _ = timed(lambda: encode_distributed(args.export, "image", paths, ids, tmp / f"ray{workers}",
-                                                   workers=workers, options=EncoderOptions(threads=1)))
-        same = bool(np.array_equal(read_code_shards(tmp / f"ray{workers}").codes, ref))
-        rows.append({"how": f"Ray Data, {workers} actor(s) x 1 thread", "workers": workers, "s": secs,
-                     "images_per_s": n / secs, "identical": same})
+    rows = [{"how": name, "workers": w, "s": min(times[name]), "runs_s": times[name],
+             "images_per_s": n / min(times[name]), "identical": identical[name]} for name, w, _ in configs]
     return {"images": n, "distinct_images": len(images), "rows": rows, "ray_run_overhead_s": overhead}
 
 
@@ -119,17 +134,18 @@ def bench_search(args, tmp: Path) -> dict:
     want = single.search(queries, args.k)
     rows = []
     for threads in (1, 2):
-        secs, got = best(lambda: single.search(queries, args.k, threads=threads), args.reps)
-        rows.append({"how": f"in process, {threads} thread(s)", "workers": threads, "s": secs,
+        secs, got, med = best(lambda: single.search(queries, args.k, threads=threads), args.reps)
+        rows.append({"how": f"in process, {threads} thread(s)", "workers": threads, "s": secs, "median_s": med,
                      "qps": args.queries / secs, "identical": True})
     latency = {"in process, 1 thread": best(lambda: single.search(queries[:1], args.k, threads=1), 20)[0]}
     for shards in (1, 2):
         with ShardedIndex(64, shards, num_cpus=1, threads=1) as index:
             build_s, _ = timed(lambda: index.add(codes))
-            secs, got = best(lambda: index.search(queries, args.k), args.reps)
+            index.search(queries, args.k)  # warm-up: numba kernels load in each actor
+            secs, got, med = best(lambda: index.search(queries, args.k), args.reps)
             same = bool(np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]))
             rows.append({"how": f"ShardedIndex, {shards} shard actor(s) x 1 thread", "workers": shards, "s": secs,
-                         "qps": args.queries / secs, "identical": same, "add_s": build_s})
+                         "median_s": med, "qps": args.queries / secs, "identical": same, "add_s": build_s})
             latency[f"ShardedIndex, {shards} shard(s)"] = best(lambda: index.search(queries[:1], args.k), 20)[0]
             if shards == 1:
                 save_s, _ = timed(lambda: index.save(tmp / "db1"))
@@ -213,16 +229,18 @@ def markdown(meta: dict, enc: dict, srch: dict, proj: dict) -> str:
            f"local cluster start (`ray.init(num_cpus=2)`): {meta['ray_init_s']:.1f} s", "",
            f"Encoding {enc['images']} images ({enc['distinct_images']} distinct coco-mini images, listed "
            f"{enc['images'] // enc['distinct_images']} times), export `{meta['export']}`:", "",
-           "| how | wall s | images/s | codes identical to single process |", "|---|---:|---:|:---:|"]
-    out += [f"| {r['how']} | {r['s']:.1f} | {r['images_per_s']:.1f} | {'yes' if r['identical'] else 'NO'} |"
-            for r in enc["rows"]]
+           "| how | best wall s | images/s | every run s | codes identical to single process |",
+           "|---|---:|---:|---|:---:|"]
+    out += [f"| {r['how']} | {r['s']:.1f} | {r['images_per_s']:.1f} | {', '.join(f'{t:.1f}' for t in r['runs_s'])} "
+            f"| {'yes' if r['identical'] else 'NO'} |" for r in enc["rows"]]
     out += ["", f"Fixed cost of one Ray encoding run (8 images, 1 actor: planning, actor start, model load, "
                 f"Parquet write): {enc['ray_run_overhead_s']:.1f} s.", "",
             f"Search, {srch['codes']:,} random 64-bit codes, {srch['queries']:,} queries, k = {srch['k']} "
-            "(best of runs):", "",
-            "| how | s per batch | queries/s | identical to one HammingIndex |", "|---|---:|---:|:---:|"]
-    out += [f"| {r['how']} | {r['s']:.3f} | {r['qps']:,.0f} | {'yes' if r['identical'] else 'NO'} |"
-            for r in srch["rows"]]
+            f"({meta.get('reps', '?')} runs each):", "",
+            "| how | best s per batch | median s | queries/s (best) | identical to one HammingIndex |",
+            "|---|---:|---:|---:|:---:|"]
+    out += [f"| {r['how']} | {r['s']:.3f} | {r['median_s']:.3f} | {r['qps']:,.0f} | "
+            f"{'yes' if r['identical'] else 'NO'} |" for r in srch["rows"]]
     lat = "; ".join(f"{k}: {v * 1e3:.2f} ms" for k, v in srch["latency_s"].items())
     merge = "; ".join(f"{s} shards: {v * 1e3:.0f} ms" for s, v in srch["merge_s"].items())
     out += ["", f"Single-query latency (1 query, k = {srch['k']}, {srch['codes']:,} codes): {lat}.",
@@ -233,7 +251,8 @@ def markdown(meta: dict, enc: dict, srch: dict, proj: dict) -> str:
     out += [f"Projection to {proj['target']:.0e} 64-bit codes on nodes with {n['cores']} cores and {n['ram_gib']} GiB "
             f"RAM ({n['ram_fraction']:.0%} of it for shards), assumed {n['bw_gbs']:g} GB/s memory bandwidth per node "
             f"and {n['core_bw_gbs']:g} GB/s per core; batches of {proj['batch']:,} queries, k = {srch['k']}:", "",
-            "| nodes | layout | codes per node | bytes per node | 1-query latency ms | bound | batch queries/s | bound |",
+            "| nodes | layout | codes per node | bytes per node | 1-query latency ms | bound | batch queries/s "
+            "| bound |",
             "|---:|---|---:|---:|---:|---|---:|---|"]
     out += [f"| {r['nodes']} | {r['layout']} | {r['codes_per_node']:,.0f} | {r['bytes_per_node'] / 2**30:.1f} GiB | "
             f"{r['latency_ms']:,.0f} | {r['latency_bound']} | {r['batch_qps']:,.0f} | {r['batch_bound']} |"
@@ -254,7 +273,8 @@ def main() -> int:
     p.add_argument("--codes", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=100)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5, help="timed runs of each search configuration")
+    p.add_argument("--rounds", type=int, default=2, help="runs of each encoding configuration")
     p.add_argument("--target", type=float, default=1e9)
     p.add_argument("--node-cores", type=int, default=32)
     p.add_argument("--node-ram-gib", type=int, default=128)
@@ -296,7 +316,7 @@ def main() -> int:
             f"{len(os.sched_getaffinity(0))} CPUs available", "python": platform.python_version(),
             "ray": ray.__version__, "onnxruntime": onnxruntime.__version__, "numba": numba.__version__,
             "numpy": np.__version__, "load": (load0, os.getloadavg()[0]), "ray_init_s": ray_init_s,
-            "export": args.export.name}
+            "export": args.export.name, "reps": args.reps}
     text = markdown(meta, enc, srch, proj)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ray_scale.md").write_text(text)
