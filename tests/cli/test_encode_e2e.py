@@ -98,16 +98,3 @@ def test_cli_in_the_torch_free_env_gives_the_exports_codes(method, method_export
         assert [r["id"] for r in query["results"]] == order.tolist()
         assert [r["distance"] for r in query["results"]] == dist[order].tolist()
     assert found["queries"][1]["results"][0] == {"rank": 1, "id": 4, "distance": 0, "item": str(images[4])}
-
-
-def test_runtime_constants_match_the_exporter_and_the_zoo():
-    """runtime/ cannot import export/ or zoo/, so it repeats a few names; they must stay equal."""
-    pytest.importorskip("torch")
-    from cmhash.export import manifest
-    from cmhash.runtime import bow, export_folder
-    from cmhash.zoo.data import vocab
-
-    assert export_folder.FORMAT == manifest.FORMAT and export_folder.MANIFEST_NAME == manifest.MANIFEST_NAME
-    assert vocab._FORMAT == bow.VOCABULARY_FORMAT
-    source = (REPO / "export" / "onnx.py").read_text()
-    assert f'"cmhash_format": "{export_folder.ENCODER_FORMAT}"' in source
