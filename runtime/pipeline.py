@@ -10,11 +10,12 @@ never reaches the caller.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -156,30 +157,44 @@ def _items(index: str | os.PathLike) -> dict[int, str]:
         raise DataFormatError(f"{path} is not a cmhash items file ({exc}); rebuild it with: cmhash index build") from exc
 
 
-def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts: Sequence[str] = (),
-           images: Sequence[str | os.PathLike] = (), options: EncoderOptions | None = None) -> SearchResult:
-    """Encode the query texts and images with the export's encoders, then search the index."""
+@contextlib.contextmanager
+def open_index(index: str | os.PathLike, ray_address: str | None = None) -> Iterator[Any]:
+    """A saved index for searching: a `.cmhx` file (memory-mapped), or a sharded index folder from
+    `cmhash index build --shards N`, loaded onto Ray actors for the duration of the block."""
+    if Path(index).is_dir():
+        from cmhash.runtime.distributed import ShardedIndex, ray_cluster
+
+        with ray_cluster(ray_address), ShardedIndex.load(index) as sharded:
+            yield sharded
+        return
     from cmhash.runtime.index import HammingIndex
 
+    yield HammingIndex.load(index, mmap=True)  # read-only: a one-shot search need not copy the codes
+
+
+def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts: Sequence[str] = (),
+           images: Sequence[str | os.PathLike] = (), options: EncoderOptions | None = None,
+           ray_address: str | None = None) -> SearchResult:
+    """Encode the query texts and images with the export's encoders, then search the index."""
     if not texts and not images:
         raise InvalidInputError("no query: give at least one text or image")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     options = options or EncoderOptions()
-    hamming = HammingIndex.load(index, mmap=True)  # read-only: a one-shot search need not copy the codes
-    items = _items(index)
-    result = SearchResult(len(hamming), int(k))
-    for modality, queries in (("text", list(texts)), ("image", [str(p) for p in images])):
-        if not queries:
-            continue
-        encoder = options.load(model, modality)
-        if encoder.bits != hamming.bits:
-            raise CodeFormatError(f"the index {index} holds {hamming.bits}-bit codes but {model} makes {encoder.bits}-bit "
-                                  "codes: search with the model whose codes built the index")
-        encoded = options.run(encoder, queries)
-        dist, ids = hamming.search(encoded.codes, k)
-        truncated = encoded.truncated if encoded.truncated is not None else np.zeros(len(queries), bool)
-        for q, d_row, i_row, cut in zip(queries, dist, ids, truncated):
-            hits = [Hit(r + 1, int(i), int(d), items.get(int(i))) for r, (d, i) in enumerate(zip(d_row, i_row)) if i >= 0]
-            result.queries.append(QueryResult(q, modality, hits, bool(cut)))
+    with open_index(index, ray_address) as hamming:
+        items = _items(index)
+        result = SearchResult(len(hamming), int(k))
+        for modality, queries in (("text", list(texts)), ("image", [str(p) for p in images])):
+            if not queries:
+                continue
+            encoder = options.load(model, modality)
+            if encoder.bits != hamming.bits:
+                raise CodeFormatError(f"the index {index} holds {hamming.bits}-bit codes but {model} makes {encoder.bits}-bit "
+                                      "codes: search with the model whose codes built the index")
+            encoded = options.run(encoder, queries)
+            dist, ids = hamming.search(encoded.codes, k)
+            truncated = encoded.truncated if encoded.truncated is not None else np.zeros(len(queries), bool)
+            for q, d_row, i_row, cut in zip(queries, dist, ids, truncated):
+                hits = [Hit(r + 1, int(i), int(d), items.get(int(i))) for r, (d, i) in enumerate(zip(d_row, i_row)) if i >= 0]
+                result.queries.append(QueryResult(q, modality, hits, bool(cut)))
     return result

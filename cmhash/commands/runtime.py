@@ -221,7 +221,8 @@ def index_build(
 
 
 def search(
-    index: Annotated[Path, typer.Option("--index", help="An index from `cmhash index build`.")],
+    index: Annotated[Path, typer.Option("--index", help="An index file, or a sharded index folder, from "
+                                                         "`cmhash index build`.")],
     model: ModelOption,
     text: Annotated[Optional[list[str]], typer.Option("--text", help="A query text (repeatable).")] = None,
     image: Annotated[Optional[list[Path]], typer.Option("--image", help="A query image (repeatable).")] = None,
@@ -231,6 +232,7 @@ def search(
     allow_cpu_fallback: FallbackOption = False,
     precision: PrecisionOption = "fp32",
     threads: ThreadsOption = None,
+    ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Encode query texts and/or images with the export's encoders and print the k nearest items.
@@ -242,12 +244,14 @@ def search(
 
     * `cmhash search --index photos.cmhx --model exports/dmsh64 --text "a dog on a sofa" -k 10`
     * `cmhash search --index captions.cmhx --model exports/dmsh64 --image q.jpg -k 5 --json`
+    * `cmhash search --index photos.shards --model exports/dmsh64 --text "a cat"` (a sharded index
+      folder from `cmhash index build --shards N`; loaded onto a local Ray cluster, or --ray-address)
     """
     from cmhash.runtime.pipeline import search as run
 
     options = _options(backend, provider, allow_cpu_fallback, precision, threads, 32, False)
     with _warnings_as_notes():
-        result = run(index, model, k, texts=text or [], images=image or [], options=options)
+        result = run(index, model, k, texts=text or [], images=image or [], options=options, ray_address=ray_address)
     if as_json:
         print(json.dumps({"index": str(index), **result.to_dict()}, indent=2))
         return

@@ -88,3 +88,11 @@ def test_cli_ray_encode_and_sharded_build_search_like_single_node(ray_session, i
             np.testing.assert_array_equal(got[1], want[1])
     r = invoke("index", "build", tmp_path / "one.npz", "--out", tmp_path / "x", "--ray")
     assert isinstance(r.exception, InvalidInputError) and "--shards" in str(r.exception)
+    # `cmhash search` takes the sharded folder as it takes the single file, with the same answers.
+    answers = []
+    for index in (tmp_path / "db", tmp_path / "one.cmhx"):
+        r = invoke("search", "--index", index, "--model", TINY, "--image", images[2], "--image", images[7], "-k", 5,
+                   "--json")
+        assert r.exit_code == 0, r.output
+        answers.append(json.loads(r.stdout)["queries"])
+    assert answers[0] == answers[1] and answers[0][0]["results"]
