@@ -42,6 +42,16 @@ def mirflickr_root() -> Path:
     return _require(DATA_ROOT / "mirflickr25k")
 
 
+@pytest.fixture(scope="session")
+def isolated_env(tmp_path_factory):
+    """The isolation of `_isolated_home` below, for session- and module-scoped fixtures (an autouse
+    per-test fixture does not cover them)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CMHASH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep every cache the code under test writes out of the user's home."""

@@ -27,15 +27,6 @@ TRAIN_PAIRS = 40
 
 
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory):
-    """The cache isolation of tests/conftest.py, for session fixtures."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CMHASH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="session")
 def coco_mini_dataset(coco_mini_root):
     pytest.importorskip("torch")
     from cmhash.zoo.data import load_dataset
@@ -44,7 +35,7 @@ def coco_mini_dataset(coco_mini_root):
 
 
 @pytest.fixture(scope="session")
-def method_export(tmp_path_factory, coco_mini_dataset, cli_env):
+def method_export(tmp_path_factory, coco_mini_dataset, isolated_env):
     """`method_export(name)` -> the export folder of a freshly trained `name` checkpoint (cached)."""
     from cmhash.export.onnx import export_checkpoint
     from cmhash.zoo.recipes import make_config

@@ -35,15 +35,6 @@ def coco_mini(coco_mini_root):
 
 
 @pytest.fixture(scope="session")
-def isolated_env(tmp_path_factory):
-    """The autouse cache isolation of tests/conftest.py is per test; session fixtures need it too."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CMHASH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, coco_mini, isolated_env) -> Path:
     from cmhash.zoo.recipes import make_config
     from cmhash.zoo.train import train

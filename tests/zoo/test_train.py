@@ -39,21 +39,12 @@ RUN_FILES = {"config.json", "model.safetensors", "metrics.jsonl", "train_state.j
 
 
 @pytest.fixture(scope="module")
-def _module_env(tmp_path_factory):
-    """conftest's isolated cache for module-scoped runs (its autouse fixture only covers each test)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CMHASH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
-def coco(data_root, _module_env):
+def coco(data_root, isolated_env):
     return load_dataset("coco-mini", data_root)
 
 
 @pytest.fixture(scope="module")
-def dmsh_run(coco, tmp_path_factory, _module_env):
+def dmsh_run(coco, tmp_path_factory, isolated_env):
     """One dmsh run (offline preset, frozen features) shared by the format and selection tests."""
     out = tmp_path_factory.mktemp("dmsh-run")
     config = make_config("dmsh", "offline", bits=BITS, **SMALL["dmsh"])
