@@ -196,7 +196,8 @@ def run_kills(args: argparse.Namespace, root: Path) -> list[dict]:
 def tables(results: list[dict], kills: list[dict], args: argparse.Namespace) -> str:
     from cmfuzz.targets import TARGETS
 
-    lines = [f"Run: `nice .venv/bin/python bench/fuzz_loaders.py --cases {args.cases} --workers {args.workers} "
+    targets = f" --targets {' '.join(args.targets)}" if args.targets else ""
+    lines = [f"Run: `nice .venv/bin/python bench/fuzz_loaders.py{targets} --cases {args.cases} --workers {args.workers} "
              f"--kills {args.kills}` (seed {args.seed}), {time.strftime('%Y-%m-%d')}, "
              f"{os.cpu_count()} CPUs shared with other jobs; per-case limits: {args.timeout:g} s, 1 GiB above the "
              "worker's data segment.", "",

@@ -106,9 +106,13 @@ class NotCachedError(HubError, FileNotFoundError):
     """The Hub cannot be asked (offline, or unreachable) and the revision is not in the local cache."""
 
 
-class ExportFolderError(CmhashError, ValueError):
+class ExportFolderError(ExportError, ValueError):
     """An export folder is incomplete or inconsistent (no export.json, a missing or modified model file,
-    metadata that disagrees with export.json); the message says which file and how to re-export."""
+    metadata that disagrees with export.json); the message says which file and how to re-export.
+
+    A subclass of `ExportError` as well (and so of `CmhashError`): `cmhash.export.manifest.read_manifest`
+    is the runtime's reader, so callers of either side can catch the type they always caught.
+    """
 
 
 class ProviderUnavailableError(CmhashError, RuntimeError):

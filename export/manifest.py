@@ -5,7 +5,7 @@ BoW `vocabulary.json`, `export.json` and `validation.json`. `export.json` record
 library versions, the sha256 of every model and tokenizer file, the checkpoint's sha256s, the part of
 the checkpoint config a runtime needs (bits, modalities, preprocessing, tokenizer max_length,
 backbone names, input and output names) and the validation summary. It is plain JSON: a runtime reads
-it with `json.load`, without torch or cmhash.zoo.
+it with `json.load`, without torch or cmhash.zoo; cmhash's own reader is `cmhash.runtime.export_folder`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cmhash.errors import ExportError
-from cmhash.runtime.export_folder import FORMAT, MANIFEST_NAME  # defined once, where the runtime reads them
-from cmhash.runtime.io import atomic_write, read_json, sha256_file
+from cmhash.runtime.export_folder import FORMAT, MANIFEST_NAME, inside  # noqa: F401 - defined once, in the runtime
+from cmhash.runtime.export_folder import read_manifest as runtime_read_manifest
+from cmhash.runtime.io import atomic_write, sha256_file
+
 REPORT_NAME = "validation.json"
 TOKENIZER_NAME = "tokenizer.json"
 VOCABULARY_NAME = "vocabulary.json"
@@ -41,57 +42,12 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The folder's `export.json`, checked for the fields (and their types) every reader relies on."""
-    path = Path(folder) / MANIFEST_NAME
-    again = "export the checkpoint again (cmhash export onnx CHECKPOINT --out DIR)"
-    try:
-        data = read_json(path)
-    except FileNotFoundError as exc:
-        raise ExportError(f"{folder} has no {MANIFEST_NAME}: not a cmhash export folder "
-                          "(create one with: cmhash export onnx CHECKPOINT --out DIR)") from exc
-    except (ValueError, OSError) as exc:
-        raise ExportError(f"{path} is not valid JSON ({exc}); {again}") from exc
-    if not isinstance(data, dict):
-        raise ExportError(f"{path} must hold a JSON object, got {type(data).__name__}; {again}")
-    missing = [k for k in ("format", "bits", "modalities", "encoders", "files") if k not in data]
-    if missing:
-        raise ExportError(f"{path} lacks {', '.join(missing)}; {again}")
-    if data["format"] != FORMAT:
-        raise ExportError(f"{path} has format {data['format']!r}; this cmhash reads {FORMAT!r}")
-    problems = _field_problems(data)
-    if problems:
-        raise ExportError(f"{path} is damaged: {'; '.join(problems)}; {again}")
-    return data
+    """The folder's `export.json`, checked for the fields (and their types) every reader relies on.
 
-
-def _field_problems(data: dict[str, Any]) -> list[str]:
-    """What is wrong with the types of export.json's required fields (empty when nothing)."""
-    problems = []
-    bits = data["bits"]
-    if type(bits) is not int or bits <= 0 or bits % 8:
-        problems.append(f"bits must be a positive multiple of 8, got {bits!r}")
-    modalities, encoders = data["modalities"], data["encoders"]
-    if (not isinstance(modalities, list) or not modalities
-            or any(m not in ("image", "text") for m in modalities) or len(set(modalities)) != len(modalities)):
-        problems.append(f"modalities must list 'image' and/or 'text' once each, got {str(modalities)[:80]}")
-    elif not isinstance(encoders, dict) or any(not isinstance(encoders.get(m), dict) for m in modalities):
-        problems.append(f"encoders must hold an object per modality ({', '.join(modalities)})")
-    files = data["files"]
-    if not isinstance(files, dict):
-        problems.append("files must map file names to {sha256, bytes}")
-    else:
-        for name, entry in files.items():
-            if not _inside(name):
-                problems.append(f"files lists {name!r}, which is not a file name inside the folder")
-            elif (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
-                  or type(entry.get("bytes")) is not int):
-                problems.append(f"the entry of {name!r} in files must be {{\"sha256\": HEX, \"bytes\": N}}")
-    return problems
-
-
-def _inside(name: str) -> bool:
-    """A relative path that stays inside the export folder (no absolute path, no `..`, no NUL)."""
-    return bool(name) and "\x00" not in name and not Path(name).is_absolute() and ".." not in Path(name).parts
+    The runtime's reader (`cmhash.runtime.export_folder.read_manifest`): one implementation. It raises
+    `ExportFolderError`, a subclass of `ExportError`.
+    """
+    return runtime_read_manifest(folder)
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -109,7 +65,7 @@ def check_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> list[str
     """One message per file that is missing or whose sha256 differs from `export.json`."""
     problems = []
     for name, entry in manifest.get("files", {}).items():
-        if not _inside(name) or not isinstance(entry, dict):
+        if not inside(name) or not isinstance(entry, dict):
             problems.append(f"{name!r} in {MANIFEST_NAME} is not a file entry inside the folder")
             continue
         path = Path(folder) / name

@@ -7,7 +7,6 @@ checks both sides give the same rows.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from cmhash.errors import DataFormatError, InvalidInputError
+from cmhash.runtime.io import read_json
 
 VOCABULARY_FORMAT = "cmhash.bow_vocabulary"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -32,13 +32,15 @@ class BowTextInput:
     def __init__(self, path: str | os.PathLike) -> None:
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:  # read_json: bad UTF-8, bad JSON, nesting too deep
             raise DataFormatError(f"cannot read the vocabulary {path} ({exc}); export the checkpoint again") from exc
-        words = data.get("words") if isinstance(data, dict) else None
         if not isinstance(data, dict) or data.get("format") != VOCABULARY_FORMAT or data.get("version") != 1:
-            raise DataFormatError(f'{path} is not a version-1 cmhash vocabulary ("format": "{VOCABULARY_FORMAT}")')
-        if not isinstance(words, list) or len(words) != data.get("size") or len(set(words)) != len(words):
+            raise DataFormatError(f'{path} is not a version-1 cmhash vocabulary ("format": "{VOCABULARY_FORMAT}"); '
+                                  "export the checkpoint again")
+        words = data.get("words")
+        if (not isinstance(words, list) or not all(isinstance(w, str) for w in words)
+                or len(words) != data.get("size") or len(set(words)) != len(words)):
             raise DataFormatError(f'{path}: "words" must be "size" distinct strings; export the checkpoint again')
         self.words = tuple(words)
         self.index = {w: i for i, w in enumerate(self.words)}

@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cmhash.errors import (EncoderError, InvalidInputError, ProviderFallbackWarning, ProviderUnavailableError,
-                           require)
+from cmhash.errors import (EncoderError, ExportFolderError, InvalidInputError, ProviderFallbackWarning,
+                           ProviderUnavailableError, require)
 
 PROVIDERS: dict[str, tuple[str, ...]] = {
     "cpu": ("CPUExecutionProvider",),
@@ -50,6 +50,28 @@ def _installed_ort() -> str:
     return "onnxruntime"
 
 
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What onnxruntime raises for a model it cannot load: its own pybind exceptions (InvalidProtobuf,
+    InvalidGraph, Fail, ...: no common base class but Exception) and the builtins its Python side raises
+    (RuntimeError, ValueError (UnicodeDecodeError included), OSError). Not MemoryError."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:  # pragma: no cover - every onnxruntime build has it
+        state = None
+    own = tuple(c for c in vars(state).values() if isinstance(c, type) and issubclass(c, Exception)
+                and not issubclass(c, MemoryError)) if state else ()
+    return (*own, RuntimeError, ValueError, OSError)
+
+
+def _unloadable(model: Path, provider: str, exc: BaseException) -> ExportFolderError:
+    """The typed error for a model onnxruntime refused: which file, why, and what to do."""
+    hint = "" if provider == "cpu" else f" (if the {provider} setup is the suspect, try provider='cpu')"
+    return ExportFolderError(
+        f"onnxruntime cannot load {model} ({type(exc).__name__}: {str(exc).strip()[:300]}): the file is damaged "
+        f"or not an ONNX model this onnxruntime reads; copy the export folder again or export the checkpoint "
+        f"again (cmhash export onnx CHECKPOINT --out DIR){hint}")
+
+
 class OrtSession:
     """One ONNX model in onnxruntime, on the provider asked for (checked), with typed inputs.
 
@@ -71,10 +93,14 @@ class OrtSession:
         # device_id only for providers compiled in: onnxruntime logs an error line for the others.
         compiled = set(ort.get_available_providers())
         options = [{"device_id": device_id} if p != "CPUExecutionProvider" and p in compiled else {} for p in wanted]
+        self.model = Path(model)
         with warnings.catch_warnings():  # "Specified provider ... is not in available provider names"
             warnings.simplefilter("ignore")
-            self.session = ort.InferenceSession(str(model), opts, providers=list(wanted), provider_options=options)
-        self.model = Path(model)
+            try:
+                self.session = ort.InferenceSession(str(model), opts, providers=list(wanted),
+                                                    provider_options=options)
+            except _load_errors() as exc:
+                raise _unloadable(self.model, provider, exc) from exc
         self.requested = provider
         self.providers = tuple(self.session.get_providers())
         if self.providers[:1] != wanted[:1]:
@@ -84,9 +110,12 @@ class OrtSession:
                 raise ProviderUnavailableError(message)
             warnings.warn(f"{message}. Running on {self.providers[0]} (allow_fallback=True).",
                           ProviderFallbackWarning, stacklevel=3)
-        self.inputs = {i.name: i for i in self.session.get_inputs()}
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            self.inputs = {i.name: i for i in self.session.get_inputs()}
+            self.outputs = [o.name for o in self.session.get_outputs()]
+            self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        except _load_errors() as exc:  # e.g. UnicodeDecodeError: metadata or names that are not UTF-8
+            raise _unloadable(self.model, provider, exc) from exc
 
     @property
     def provider(self) -> str:

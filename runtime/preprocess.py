@@ -7,7 +7,9 @@ The parameters are data (`ImagePreprocess`); each backbone's values live in its 
 
 from __future__ import annotations
 
+import math
 import os
+import reprlib
 from dataclasses import asdict, dataclass
 from typing import Iterable, Union
 
@@ -23,6 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+MAX_RESIZE = 8192  # a larger side would make a forged config allocate gigabytes per image
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -41,8 +44,14 @@ class ImagePreprocess:
             raise InvalidInputError(
                 f"interpolation must be one of {sorted(_RESAMPLE)}, got {self.interpolation!r}"
             )
-        if not 0 < self.crop <= self.resize:
-            raise InvalidInputError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}")
+        if not 0 < self.crop <= self.resize <= MAX_RESIZE:
+            raise InvalidInputError(f"need 0 < crop <= resize <= {MAX_RESIZE}, got crop={self.crop}, "
+                                    f"resize={self.resize}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise InvalidInputError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
+        if not all(v > 0 for v in self.std):
+            raise InvalidInputError(f"std must be positive, got {self.std!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,8 +66,8 @@ class ImagePreprocess:
                 mean=tuple(float(v) for v in data["mean"]),
                 std=tuple(float(v) for v in data["std"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataFormatError(f"invalid image preprocessing config {data!r}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
+            raise DataFormatError(f"invalid image preprocessing config {reprlib.repr(data)}: {exc}") from exc
 
     def __call__(self, images: Iterable[ImageInput]) -> np.ndarray:
         """A float32 batch of shape (n, 3, crop, crop)."""
@@ -78,17 +87,11 @@ class ImagePreprocess:
 
 
 def load_rgb(image: ImageInput) -> Image.Image:
-    """Open an image as RGB, applying EXIF orientation; grayscale, RGBA and palette are converted."""
-    if isinstance(image, Image.Image):
-        img = image
-    else:
-        try:
-            img = Image.open(image)
-            img.load()
-        except (FileNotFoundError, IsADirectoryError) as exc:
-            raise DataNotFoundError(f"image file not found: {image} (check the path)") from exc
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataFormatError(f"cannot read image {image}: {exc}") from exc
+    """Open an image as RGB, applying EXIF orientation; grayscale, RGBA and palette are converted.
+
+    Images over Pillow's `Image.MAX_IMAGE_PIXELS` raise DataFormatError before anything is decoded.
+    """
+    img = image if isinstance(image, Image.Image) else _open(image)
     try:
         img = ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError) as exc:  # a malformed EXIF block
@@ -101,6 +104,36 @@ def load_rgb(image: ImageInput) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB")
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    """Open and decode an image file. Pillow refuses images over twice MAX_IMAGE_PIXELS in `open` but
+    only warns (DecompressionBombWarning) between once and twice, and would decode them (a 12 kB PNG of
+    100 M pixels is 300 MB as RGB); so the size, read from the header by `open`, is checked before `load`.
+    A check rather than turning the warning into an error: warnings filters are process-wide, not
+    thread-safe."""
+    try:
+        img = Image.open(path)
+        _check_pixels(img, path)
+        img.load()
+    except DataFormatError:
+        raise
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise DataNotFoundError(f"image file not found: {path} (check the path)") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:  # the warning is raised where warnings are errors (-W error)
+        raise DataFormatError(f"cannot read image {path}: {exc}") from exc
+    return img
+
+
+def _check_pixels(img: Image.Image, path: str | os.PathLike) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = img.size
+    if limit is not None and width * height > limit:
+        img.close()
+        raise DataFormatError(f"image {path} has {width} x {height} = {width * height:,} pixels, over Pillow's limit "
+                              f"of {limit:,} (Image.MAX_IMAGE_PIXELS), so it is refused as a possible decompression "
+                              "bomb; resize it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file")
 
 
 # Pillow opens 16-bit grayscale PNG/TIFF as "I;16" (or "I"), and its convert("RGB") clips those values

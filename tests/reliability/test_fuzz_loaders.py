@@ -20,19 +20,12 @@ EXAMPLES = {"index": 300, "checkpoint": 150, "hub-manifest": 200, "train-state":
             "runtime-export": 200, "codes-file": 200, "tokenizer": 40, "engine-sidecar": 300, "coco": 200,
             "mirflickr": 200}
 
-# Loaders whose modules belong to the runtime-encoder work (runtime/encoder.py, export_folder.py, bow.py,
-# ort_session.py, codes_file.py), not changed here. Untyped exceptions from them are tolerated and
-# counted (bench/fuzz_loaders.py reports them; test_known_failures.py has one strict xfail per cause);
-# hangs and huge allocations still fail. Remove a name once its loader raises only typed errors.
-UNTYPED_TOLERATED = {"runtime-export", "codes-file"}
-
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_mutated_files_load_or_raise_a_typed_error(name, real_folder, tmp_path):
     runner = CaseRunner(TARGETS[name], real_folder(name), tmp_path)
     assert runner.load().kind == "ok", "the unmutated real files must load"
     seen: collections.Counter[str] = collections.Counter()
-    tolerated = {"crash"} if name in UNTYPED_TOLERATED else set()
 
     @settings(max_examples=EXAMPLES[name], derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -40,12 +33,11 @@ def test_mutated_files_load_or_raise_a_typed_error(name, real_folder, tmp_path):
     def case(rng):
         outcome = runner.run(rng)
         seen[outcome.kind] += 1
-        assert not outcome.failed or outcome.kind in tolerated, \
-            f"{outcome.kind} on a mutated {outcome.file}: {outcome.detail}"
+        assert not outcome.failed, f"{outcome.kind} on a mutated {outcome.file}: {outcome.detail}"
 
     case()
     # The mutations reached the loader's checks (not only no-ops).
-    assert seen["typed"] > 0 and seen["typed"] + seen["ok"] + seen["crash"] == sum(seen.values())
+    assert seen["typed"] > 0 and seen["typed"] + seen["ok"] == sum(seen.values())
 
 
 def test_every_loader_of_an_untrusted_file_is_fuzzed():

@@ -36,10 +36,10 @@ def _png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def _typed(fn, *args, **kwargs) -> CmhashError:
+def _typed(fn, *args, cap: int = CAP, **kwargs) -> CmhashError:
     """Run a load under the memory cap; it must raise a typed error that no allocation failure caused."""
     try:
-        with memory_cap(CAP):
+        with memory_cap(cap):
             fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - classified below
         outcome = classify(exc, "")
@@ -73,12 +73,10 @@ def test_an_image_with_absurd_declared_dimensions_is_a_typed_error(tmp_path):
     assert isinstance(_typed(load_rgb, path), DataFormatError)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "runtime/preprocess.py load_rgb: between MAX_IMAGE_PIXELS (89.5 M) and twice that, Pillow only warns "
-    "(DecompressionBombWarning) and load_rgb decodes the image (300 MB as RGB for 100 M pixels). "
-    "Fix there: turn DecompressionBombWarning into an error inside load_rgb."))
-def test_an_image_past_pillows_pixel_limit_is_a_typed_error(tmp_path):
-    """100 million pixels (12 kB on disk): over Image.MAX_IMAGE_PIXELS, under twice it."""
+def test_an_image_past_pillows_pixel_limit_is_a_typed_error(tmp_path, monkeypatch):
+    """100 million pixels (12 kB on disk): over Image.MAX_IMAGE_PIXELS, under twice it, where Pillow only
+    warns (DecompressionBombWarning) and would decode 300 MB of RGB. Refused before decoding: the 64 MiB
+    cap leaves no room for the 100 MB of pixels a decode would allocate."""
     from cmhash.runtime.preprocess import load_rgb
 
     assert Image.MAX_IMAGE_PIXELS < 10_000 * 10_000 < 2 * Image.MAX_IMAGE_PIXELS
@@ -86,13 +84,22 @@ def test_an_image_past_pillows_pixel_limit_is_a_typed_error(tmp_path):
     path.write_bytes(_png(10_000, 10_000))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with memory_cap(1 << 30):
-                load_rgb(path)
-        except CmhashError:
-            return
-    raise AssertionError(f"a {10_000 * 10_000:,}-pixel image was decoded (Pillow's limit is "
-                         f"{Image.MAX_IMAGE_PIXELS:,})")
+        err = _typed(load_rgb, path, cap=64 << 20)
+    assert isinstance(err, DataFormatError) and "big.png" in str(err) and "MAX_IMAGE_PIXELS" in str(err)
+    assert "10000 x 10000 = 100,000,000 pixels" in str(err)
+    with warnings.catch_warnings():  # where warnings are errors (python -W error), still the typed error
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        assert isinstance(_typed(load_rgb, path, cap=64 << 20), DataFormatError)
+    small = tmp_path / "small.png"
+    small.write_bytes(_png(8, 8))
+    for limit, loads in ((63, False), (64, True), (None, True)):  # None: Pillow's switch for trusted files
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        if loads:
+            assert load_rgb(small).size == (8, 8)
+        else:
+            with pytest.warns(Image.DecompressionBombWarning), \
+                    pytest.raises(DataFormatError, match="8 x 8 = 64 pixels, over Pillow's limit of 63"):
+                load_rgb(small)
 
 
 # ----------------------------------------------------------------------------------- forged sizes

@@ -83,7 +83,8 @@ def _state(v: int) -> dict[str, Any]:
 
 def _export_manifest(v: int) -> dict[str, Any]:
     return {"format": "cmhash-export/1", "bits": 16 * (v + 1), "modalities": ["text"],
-            "encoders": {"text": {"files": {"fp32": "text.onnx"}, "version": v}},
+            "encoders": {"text": {"files": {"fp32": "text.onnx"}, "input_kind": "bow", "inputs": ["bow"],
+                                  "vocabulary": "vocabulary.json", "version": v}},
             "files": {f"f{i}.onnx": {"sha256": f"{v:064x}", "bytes": i} for i in range(2000)},
             "validation": None, "fp16": None}
 

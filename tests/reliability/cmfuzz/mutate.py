@@ -344,14 +344,49 @@ def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
     return model.SerializeToString()
 
 
+_FORGED_SHAPES = ("(9000000000, 8)", "(4611686018427387904,)", "(3037000500, 3037000500)", "(100000000, 8)",
+                  "(-1, 8)", "(0, 8)", "(1,)", "()")
+
+
+def forge_npy_shape(data: bytes, rng: random.Random) -> bytes:
+    """One array's .npy header made to claim another shape (huge, negative, empty) with the header length
+    kept and the zip rewritten with correct CRCs: numpy sizes its buffer from that shape before reading."""
+    import io
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+    i = rng.randrange(len(members))
+    name, raw = members[i]
+    end = 10 + int.from_bytes(raw[8:10], "little")
+    header = re.sub(r"'shape': \([^)]*\)", f"'shape': {rng.choice(_FORGED_SHAPES)}", raw[10:end].decode("latin1"))
+    header = header.rstrip()
+    if len(header) >= end - 10:
+        return mutate_bytes(data, rng)
+    members[i] = (name, raw[:10] + (header.ljust(end - 11) + "\n").encode("latin1") + raw[end:])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for member, content in members:
+            zf.writestr(member, content)
+    return buf.getvalue()
+
+
 def mutate_npz(data: bytes, rng: random.Random) -> bytes:
-    """Replace, drop or add one array of an .npz (other dtypes, shapes, values), or mutate its bytes."""
+    """Replace, drop or add one array of an .npz (other dtypes, shapes, values), forge the shape in one
+    array's header, or mutate its bytes."""
     import io
 
     import numpy as np
 
-    if rng.random() < 0.3:
+    r = rng.random()
+    if r < 0.3:
         return mutate_bytes(data, rng)
+    if r < 0.4:
+        try:
+            return forge_npy_shape(data, rng)
+        except Exception:  # noqa: BLE001 - not a zip of .npy files any more (an earlier mutation)
+            return mutate_bytes(data, rng)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
