@@ -12,7 +12,6 @@ the user's own.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from contextlib import contextmanager

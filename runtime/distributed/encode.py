@@ -26,7 +26,7 @@ import numpy as np
 from cmhash.errors import ClusterError, CmhashError, InvalidInputError
 from cmhash.runtime.distributed.cluster import cluster_cpus, init
 from cmhash.runtime.distributed.code_shards import (CodeShardsInfo, codes_to_arrow, is_code_shards, pyarrow_module,
-                                                    read_info, read_table, write_manifest)
+                                                    read_table, write_manifest)
 from cmhash.runtime.export_folder import ExportFolder
 
 ROWS_PER_BLOCK = 4096  # upper bound of a block (a unit of work for one actor)
