@@ -153,7 +153,11 @@ def export_once(hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".partial-") as tmp:
         export_checkpoint(hasher_dir, Path(tmp) / "export", dataset=check_dataset(images, texts), on_step=step)
-        (Path(tmp) / "export").rename(dest)  # the folder appears whole or not at all
+        try:
+            (Path(tmp) / "export").rename(dest)  # the folder appears whole or not at all
+        except OSError:
+            if not (dest / "export.json").is_file():  # not another demo that finished first
+                raise
     return dest, True
 
 
