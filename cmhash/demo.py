@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 
 from cmhash.errors import DataFormatError, MissingDependencyError
 
@@ -107,44 +106,12 @@ def skimage_gallery() -> list[Path]:
     return paths
 
 
-def folder_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file directly in `folder`, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataFormatError(f"--images {folder}: not a folder. Pass a folder of .jpg/.png files")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-    if not paths:
-        raise DataFormatError(f"--images {folder}: no .jpg/.jpeg/.png/.webp/.bmp files in it")
-    return paths
-
-
-def read_texts(path: str | os.PathLike) -> list[str]:
-    """One caption per non-empty line of a UTF-8 file."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"--texts {path}: cannot read it as UTF-8 text ({exc})") from exc
-    texts = [line.strip() for line in lines if line.strip()]
-    if not texts:
-        raise DataFormatError(f"--texts {path}: no non-empty lines; write one caption per line")
-    return texts
-
-
-def check_dataset(images: Sequence[Path], texts: Sequence[str]):
-    """Pairs of (image, caption) for the export checks: as many as both lists allow, one dummy label."""
-    from cmhash.zoo.data import PairedDataset
-
-    n = min(len(images), len(texts))
-    return PairedDataset(name="demo", labels=np.zeros((n, 1), np.uint8), class_names=["none"],
-                         images=list(images[:n]), texts=[[t] for t in texts[:n]])
-
-
 def export_once(hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
                 step: Callable[[str], None]) -> tuple[Path, bool]:
     """The default hasher's ONNX export in the cache, made (and validated) on first use only."""
     from cmhash.export.onnx import export_checkpoint
     from cmhash.runtime.io import sha256_file
+    from cmhash.zoo.data.loose import loose_pairs
 
     digest = sha256_file(hasher_dir / "model.safetensors")[:16]
     dest = cache_root() / "exports" / f"{hasher_dir.name}-{digest}"
@@ -152,7 +119,8 @@ def export_once(hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
         return dest, False
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".partial-") as tmp:
-        export_checkpoint(hasher_dir, Path(tmp) / "export", dataset=check_dataset(images, texts), on_step=step)
+        export_checkpoint(hasher_dir, Path(tmp) / "export", dataset=loose_pairs(images, texts, "demo"),
+                          on_step=step)
         try:
             (Path(tmp) / "export").rename(dest)  # the folder appears whole or not at all
         except OSError:
@@ -174,6 +142,7 @@ def run(images: str | os.PathLike | None = None, texts: str | os.PathLike | None
     from cmhash.runtime.encoder import load_encoder
     from cmhash.runtime.index import HammingIndex
     from cmhash.zoo import pretrained
+    from cmhash.zoo.data.loose import folder_images, read_texts
     from cmhash.zoo.hub import load_hasher
 
     stages: dict[str, float] = {}

@@ -291,7 +291,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
 
 def load_source_dataset(config: Mapping[str, Any], data_root: str | None = None) -> Any:
     """The dataset a checkpoint trained on (its config's `data.dataset`), from the data root."""
+    from cmhash.errors import DataNotFoundError
     from cmhash.zoo.data import load_dataset
 
     name = config.get("data", {}).get("dataset") or "coco-mini"
-    return load_dataset(name, data_root)
+    try:
+        return load_dataset(name, data_root)
+    except DataNotFoundError as exc:
+        raise DataNotFoundError(
+            f"the export is checked against PyTorch on real inputs, by default the data the checkpoint trained on "
+            f"({name}), which is not here: {exc} Or check on your own photos and captions: "
+            "--images DIR --texts FILE (one caption per line).") from exc

@@ -19,6 +19,10 @@ DatasetOption = Annotated[Optional[str], typer.Option(
     "--data", help="Dataset name or folder for the checks (default: the one the checkpoint trained on, e.g. coco-mini).")]
 RootOption = Annotated[Optional[str], typer.Option(
     "--data-root", help="Folder holding the named datasets (default: $CMHASH_DATA, else ../shared/data).")]
+ImagesOption = Annotated[Optional[Path], typer.Option(
+    "--images", help="Check on your own photos instead of a dataset: a folder of .jpg/.png files (with --texts).")]
+TextsOption = Annotated[Optional[Path], typer.Option(
+    "--texts", help="With --images: a UTF-8 file, one caption per line, for the text encoder's checks.")]
 
 
 @contextlib.contextmanager
@@ -45,7 +49,14 @@ def _steps(enabled: bool) -> Iterator[Callable[[str], None]]:
             progress.console.print(f"[green]✓[/] {last[-1]}")
 
 
-def _load(dataset: str | None, data_root: str | None):
+def _load(dataset: str | None, data_root: str | None, images: Path | None = None, texts: Path | None = None):
+    """The check inputs: --images/--texts, else --data, else None (the checkpoint's own dataset)."""
+    if (images is None) != (texts is None):
+        raise typer.BadParameter("--images and --texts go together: the checks cover both encoders")
+    if images is not None:
+        from cmhash.zoo.data.loose import folder_images, loose_pairs, read_texts
+
+        return loose_pairs(folder_images(images), read_texts(texts))
     if dataset is None:
         return None
     from cmhash.zoo.data import load_dataset
@@ -71,6 +82,8 @@ def export_onnx(
     validate: Annotated[bool, typer.Option(help="Check the export against PyTorch on the dataset.")] = True,
     dataset: DatasetOption = None,
     data_root: RootOption = None,
+    images: ImagesOption = None,
+    texts: TextsOption = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (the dynamo exporter needs >= 18).")] = 18,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
     as_json: JsonOption = False,
@@ -84,13 +97,15 @@ def export_onnx(
 
     * `cmhash export onnx runs/dmsh64 --out exports/dmsh64`
     * `cmhash export onnx runs/dmsh64 --out exports/dmsh64 --fp16 --json`
+    * `cmhash export onnx CKPT --out exports/mine --images photos/ --texts captions.txt` (check on your data)
     """
     from cmhash.export.onnx import export_checkpoint
 
     try:
         with _steps(progress and not as_json) as step:
             result = export_checkpoint(checkpoint, out, fp16=fp16, validate=validate,
-                                       dataset=_load(dataset, data_root), data_root=data_root, opset=opset,
+                                       dataset=_load(dataset, data_root, images, texts), data_root=data_root,
+                                       opset=opset,
                                        on_step=step)
     except ExportValidationError as exc:
         partial = getattr(exc, "result", None)
@@ -115,6 +130,8 @@ def validate_folder(
         help="The source checkpoint (default: the path recorded in export.json; its sha256 must match).")] = None,
     dataset: DatasetOption = None,
     data_root: RootOption = None,
+    images: ImagesOption = None,
+    texts: TextsOption = None,
     atol: Annotated[float, typer.Option(help="Largest allowed |hash - PyTorch hash|.")] = 1e-4,
     fp16: Annotated[Optional[bool], typer.Option(
         "--fp16/--no-fp16", help="Also check the fp16 variants (default: when the folder has them).")] = None,
@@ -135,7 +152,7 @@ def validate_folder(
     manifest = read_manifest(folder)
     if fp16 is None:
         fp16 = all("fp16" in e["files"] for e in manifest["encoders"].values())
-    ds = _load(dataset, data_root)
+    ds = _load(dataset, data_root, images, texts)
     report, half, failure = None, None, None
     with _steps(progress and not as_json) as step:
         try:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ pytest.importorskip("onnxscript", reason="the demo exports to ONNX: needs the [e
 
 from cmhash import demo  # noqa: E402
 from cmhash.errors import DataFormatError  # noqa: E402
+from cmhash.zoo.data.loose import folder_images  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -111,4 +111,4 @@ def test_bad_inputs_are_typed_errors(args, message, tmp_path):
 
 def test_an_empty_images_folder_is_refused(tmp_path):
     with pytest.raises(DataFormatError, match="no .jpg"):
-        demo.folder_images(tmp_path)
+        folder_images(tmp_path)

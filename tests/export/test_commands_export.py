@@ -1,6 +1,7 @@
 """cmhash/commands/export.py: the thin CLI (the library calls are tested in the other modules)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -74,3 +75,20 @@ def test_onnx_command_calls_the_library_and_summarises(session_export, monkeypat
     assert seen["fp16"] is True and seen["validate"] is True and seen["opset"] == 18
     assert "all values close" in result.stdout and "fp16 within limits" in result.stdout
     assert "exported image, text encoder(s)" in result.stderr
+
+
+def test_validate_on_your_own_photos_and_captions(session_export, coco_mini, tmp_path):
+    """--images/--texts replace the dataset: the real checks run on those inputs (no labels needed)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in list(coco_mini.images)[:3]:
+        (photos / Path(path).name).write_bytes(Path(path).read_bytes())
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a dog on a sofa\n\na plate of food\na man riding a bike\nan extra caption\n", encoding="utf-8")
+    result = runner.invoke(app, ["export", "validate", str(session_export.folder), "--images", str(photos),
+                                 "--texts", str(captions), "--no-fp16", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["validation"]
+    assert report["passed"] and report["data"]["image"] == "3 images" and report["data"]["text"].startswith("3 captions")
+    half = runner.invoke(app, ["export", "validate", str(session_export.folder), "--images", str(photos)])
+    assert half.exit_code != 0 and "--texts" in half.output
