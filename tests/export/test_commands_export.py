@@ -1,6 +1,7 @@
 """cmhash/commands/export.py: the thin CLI (the library calls are tested in the other modules)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,12 @@ def test_validate_on_your_own_photos_and_captions(session_export, coco_mini, tmp
         (photos / Path(path).name).write_bytes(Path(path).read_bytes())
     captions = tmp_path / "captions.txt"
     captions.write_text("a dog on a sofa\n\na plate of food\na man riding a bike\nan extra caption\n", encoding="utf-8")
-    result = runner.invoke(app, ["export", "validate", str(session_export.folder), "--images", str(photos),
+    folder = tmp_path / "export"  # validate rewrites validation.json: keep the session's export as it is
+    shutil.copytree(session_export.folder, folder)
+    result = runner.invoke(app, ["export", "validate", str(folder), "--images", str(photos),
                                  "--texts", str(captions), "--no-fp16", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["validation"]
     assert report["passed"] and report["data"]["image"] == "3 images" and report["data"]["text"].startswith("3 captions")
-    half = runner.invoke(app, ["export", "validate", str(session_export.folder), "--images", str(photos)])
+    half = runner.invoke(app, ["export", "validate", str(folder), "--images", str(photos)])
     assert half.exit_code != 0 and "--texts" in half.output
