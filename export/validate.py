@@ -101,9 +101,11 @@ def _check_axes(col: _Collector, modality: str, runner: Runner, enc: dict[str, A
         if out.shape and isinstance(out.shape[0], int):
             fixed.append(f"output {out.name} axis 0 is fixed to {out.shape[0]}")
     runs, errors = [], []
-    plans = [(f"batch {b}", np.arange(min(b, len(inputs))), False) for b in batches]
+    sizes = dict.fromkeys(min(b, len(inputs)) for b in batches)  # fewer samples than a batch: as many as there are
+    plans = [(f"batch {b}", np.arange(b), False) for b in sizes]
     if enc["input_kind"] == "tokens":
-        plans.append((f"batch 2, sequence {enc['max_length']}", np.arange(2), True))
+        n = min(2, len(inputs))
+        plans.append((f"batch {n}, sequence {enc['max_length']}", np.arange(n), True))
     for label, idx, pad in plans:
         feed = inputs.feed(idx)
         if pad:
