@@ -16,9 +16,10 @@ headers huggingface_hub checks (`X-Repo-Commit`, `ETag`, `Content-Length`, `X-Er
 Anything else is answered 404 and kept in `FakeHub.unexpected`, so a test can assert that nothing
 surprising was asked.
 
-`serve_fake_hub` (the body of a `fake_hub` fixture) starts the server in a daemon thread, points
-huggingface_hub at it and at a fresh cache, and shuts it down when the test ends.
-`tiny_run` trains one small real checkpoint per test session for the Hub tests.
+Fixtures, imported by the Hub test modules: `fake_hub` starts the server in a daemon thread, points
+huggingface_hub at it and at a fresh cache, and shuts it down when the test ends; `no_real_hub`
+(autouse) aims everything else at a closed port; `run_dir` trains one small real checkpoint per test
+session.
 """
 
 from __future__ import annotations
@@ -363,13 +364,15 @@ def point_hub_at(monkeypatch, endpoint: str, home, *, offline: bool = False) -> 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
 
 
-def serve_fake_hub(monkeypatch, tmp_path):
-    """Body of a `fake_hub` fixture: a started FakeHub that huggingface_hub talks to, stopped at the end.
+@pytest.fixture(autouse=True)
+def no_real_hub(monkeypatch, tmp_path):
+    """Whatever a test forgets, huggingface_hub talks to a closed local port, never to huggingface.co."""
+    point_hub_at(monkeypatch, "http://127.0.0.1:9", tmp_path / "hf-default")
 
-        @pytest.fixture
-        def fake_hub(monkeypatch, tmp_path):
-            yield from serve_fake_hub(monkeypatch, tmp_path)
-    """
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A started FakeHub that huggingface_hub talks to, with a fresh cache; stopped when the test ends."""
     hub = FakeHub().start()
     try:
         point_hub_at(monkeypatch, hub.url, tmp_path / "hf-home")
@@ -378,28 +381,26 @@ def serve_fake_hub(monkeypatch, tmp_path):
         hub.shutdown()
 
 
-_RUNS: dict[str, Path] = {}
+_RUNS: list[Path] = []  # each importing module gets its own fixture; the run is trained once
 
 
-def tiny_run(tmp_path_factory, data_root: Path, pairs: int = 48) -> Path:
-    """A real DMsH-LN run (offline preset, 16 bits, 2 epochs) on the first `pairs` coco-mini pairs.
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, data_root: Path, isolated_env) -> Path:
+    """A real DMsH-LN run (offline preset, 16 bits, 2 epochs) on the first 48 coco-mini pairs.
 
     Trained once per test session (about 20 s, mostly the frozen features), shared by every Hub test.
-    Treat it as read-only. The feature cache is the session's isolated CMHASH_CACHE.
+    Treat it as read-only.
     """
-    key = f"dmsh16-{pairs}"
-    if key not in _RUNS:
+    if not _RUNS:
         import numpy as np
 
         from cmhash.zoo.data import load_dataset
         from cmhash.zoo.recipes import make_config
         from cmhash.zoo.train import train
 
-        out = tmp_path_factory.mktemp("tiny-run") / key
-        with pytest.MonkeyPatch.context() as mp:  # session fixtures run before conftest's autouse one
-            mp.setenv("CMHASH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-            dataset = load_dataset("coco-mini", data_root).subset(np.arange(pairs))
-            config = make_config("dmsh", "offline", bits=16, seed=0, epochs=2, label_stage_epochs=2)
-            train("dmsh", config, dataset, out, progress=False)
-        _RUNS[key] = out
-    return _RUNS[key]
+        out = tmp_path_factory.mktemp("tiny-run") / "dmsh16-48"
+        dataset = load_dataset("coco-mini", data_root).subset(np.arange(48))
+        config = make_config("dmsh", "offline", bits=16, seed=0, epochs=2, label_stage_epochs=2)
+        train("dmsh", config, dataset, out, progress=False)
+        _RUNS.append(out)
+    return _RUNS[0]

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from huggingface_hub import constants
 from typer.testing import CliRunner
 
@@ -20,24 +19,9 @@ from cmhash.cli import app
 from cmhash.commands import hub as hub_commands
 from cmhash.errors import NotCachedError, RepoIdError
 from cmhash.zoo import registry
-from hub_server import point_hub_at, serve_fake_hub, tiny_run
+from hub_server import fake_hub, no_real_hub, run_dir  # noqa: F401 (fixtures)
 
 COMMIT_LINE = r"^[0-9a-f]{40}\n$"
-
-
-@pytest.fixture(autouse=True)
-def _no_real_hub(monkeypatch, tmp_path):
-    point_hub_at(monkeypatch, "http://127.0.0.1:9", tmp_path / "hf-default")
-
-
-@pytest.fixture
-def fake_hub(monkeypatch, tmp_path):
-    yield from serve_fake_hub(monkeypatch, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root) -> Path:
-    return tiny_run(tmp_path_factory, data_root)
 
 
 def invoke(*args: str):

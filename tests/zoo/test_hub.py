@@ -23,28 +23,12 @@ from cmhash.errors import (
 )
 from cmhash.zoo import hub, registry
 from cmhash.zoo.hub_card import METHODS, render_card
-from hub_server import point_hub_at, serve_fake_hub, tiny_run
+from hub_server import fake_hub, no_real_hub, point_hub_at, run_dir  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CARD = REPO / "model_cards" / "example-dmsh-coco-mini-64.md"
 PUBLISHED = {".gitattributes", "README.md", "config.json", "manifest.json", "model.safetensors"}
 TOKEN = "hf_test_token_not_real"
-
-
-@pytest.fixture(autouse=True)
-def _no_real_hub(monkeypatch, tmp_path):
-    """Whatever a test forgets, huggingface_hub talks to a closed local port, never to huggingface.co."""
-    point_hub_at(monkeypatch, "http://127.0.0.1:9", tmp_path / "hf-default")
-
-
-@pytest.fixture
-def fake_hub(monkeypatch, tmp_path):
-    yield from serve_fake_hub(monkeypatch, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root) -> Path:
-    return tiny_run(tmp_path_factory, data_root)
 
 
 @pytest.fixture(scope="module")
