@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-
+from cmhash import constants
 from cmhash.errors import DataFormatError, MissingDependencyError
 
 # (file in skimage/data, what it shows): the photographs among scikit-image's data files.
@@ -83,12 +83,6 @@ class DemoResult:
     exported_now: bool = False
 
 
-def cache_root() -> Path:
-    """`$CMHASH_CACHE`, else `~/.cache/cmhash` (the feature cache uses the same root)."""
-    root = os.environ.get("CMHASH_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "cmhash"
-
-
 def skimage_gallery() -> list[Path]:
     """The real photographs scikit-image ships in its wheel (no download)."""
     try:
@@ -114,7 +108,7 @@ def export_once(hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
     from cmhash.zoo.data.loose import loose_pairs
 
     digest = sha256_file(hasher_dir / "model.safetensors")[:16]
-    dest = cache_root() / "exports" / f"{hasher_dir.name}-{digest}"
+    dest = constants.CACHE_DIR / "exports" / f"{hasher_dir.name}-{digest}"
     if (dest / "export.json").is_file():
         return dest, False
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +174,7 @@ def run(images: str | os.PathLike | None = None, texts: str | os.PathLike | None
     with timed(stages, "draw the contact sheet"):
         from cmhash.contact_sheet import draw
 
-        sheet = Path(out) if out is not None else cache_root() / "demo" / "contact_sheet.png"
+        sheet = Path(out) if out is not None else constants.CACHE_DIR / "demo" / "contact_sheet.png"
         draw(queries, sheet)
     return DemoResult(export_dir, sheet, queries, stages, exported_now)
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cmhash import constants
+
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("CMHASH_DATA", REPO.parent / "shared" / "data"))
+DATA_ROOT = constants.DATA_DIR or REPO.parent / constants.SHARED_DATA
 
 
 def _require(path: Path) -> Path:
@@ -47,14 +49,22 @@ def isolated_env(tmp_path_factory):
     """The isolation of `_isolated_home` below, for session- and module-scoped fixtures (an autouse
     per-test fixture does not cover them)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CMHASH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
+        isolate(mp, tmp_path_factory.getbasetemp() / "cache")
         yield
 
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep every cache the code under test writes out of the user's home."""
-    cache = tmp_path_factory.getbasetemp() / "cache"
-    monkeypatch.setenv("CMHASH_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    isolate(monkeypatch, tmp_path_factory.getbasetemp() / "cache")
+
+
+def isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:
+    """Point cmhash's cache at `cache`: the settings module in this process (`cmhash.constants`, parsed
+    once at import), and `$CMHASH_CACHE` only for the child processes (CLI runs) a test starts, which
+    parse it once themselves."""
+    from cmhash import constants
+
+    mp.setattr(constants, "CACHE_DIR", cache)
+    mp.setenv("CMHASH_CACHE", str(cache))
+    mp.setenv("HF_HUB_OFFLINE", "1")

@@ -19,7 +19,8 @@ overwritten), never a crash.
 Text features are returned padded: `(n, max_captions, d)` float32 plus an `(n, max_captions)` bool
 mask that is True where sample i has a caption j (padding rows are zeros). Captions keep their order.
 
-Default cache folder: `$CMHASH_CACHE/features`, else `~/.cache/cmhash/features`.
+Default cache folder: `$CMHASH_CACHE/features`, else `~/.cache/cmhash/features`
+(`cmhash.constants.features_cache_dir`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cmhash import constants
 from cmhash.errors import ConfigError, InvalidInputError, WeightsError, require
 from cmhash.runtime.io import atomic_write, sha256_file
 from cmhash.zoo.backbones import BackboneConfig, build_backbone, build_tokenizer, tokenizer_path
@@ -248,14 +250,8 @@ def encode_texts(
 # ----------------------------------------------------------------------------------------- caching
 
 
-def default_cache_dir() -> Path:
-    """`$CMHASH_CACHE/features`, else `~/.cache/cmhash/features`."""
-    root = os.environ.get("CMHASH_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "cmhash") / "features"
-
-
 def cache_path(config: BackboneConfig, key: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else constants.features_cache_dir()
     return folder / f"{config.name}-{key}.safetensors"
 
 
@@ -357,7 +353,6 @@ __all__ = [
     "cache_path",
     "cached_image_features",
     "cached_text_features",
-    "default_cache_dir",
     "encode_images",
     "encode_texts",
     "file_fingerprint",

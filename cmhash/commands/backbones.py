@@ -8,7 +8,7 @@ import time
 import typer
 from rich.table import Table
 
-from cmhash.commands import DataOption, JsonOption, stderr, stdout
+from cmhash.commands import DataRootOption, JsonOption, stderr, stdout
 
 app = typer.Typer(help="Backbones: the frozen feature extractors under the hash heads.", no_args_is_help=True)
 
@@ -34,7 +34,7 @@ def list_backbones(as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def check(data: DataOption = None, images: int = typer.Option(16, help="How many coco-mini pairs to encode.")) -> None:
+def check(data_root: DataRootOption = None, images: int = typer.Option(16, help="How many coco-mini pairs to encode.")) -> None:
     """Run the offline backbones (EfficientNet-Lite0, MiniLM) on real coco-mini pairs.
 
     Prints feature sizes, speed, ImageNet top-1 confidence, and whether captions of the same image
@@ -48,7 +48,7 @@ def check(data: DataOption = None, images: int = typer.Option(16, help="How many
     from cmhash.zoo.data import load_dataset
 
     try:
-        ds = load_dataset("coco-mini", data)
+        ds = load_dataset("coco-mini", data_root)
     except DataNotFoundError as exc:
         stderr.print(f"[yellow]skipped:[/] coco-mini not found ({exc})")
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cmhash.commands import DataOption, JsonOption, stdout
+from cmhash.commands import DataRootOption, JsonOption, stdout
 
 app = typer.Typer(help="Inspect datasets (coco-mini, mirflickr25k, or a folder in a supported format).",
                   no_args_is_help=True)
@@ -17,16 +17,16 @@ app = typer.Typer(help="Inspect datasets (coco-mini, mirflickr25k, or a folder i
 @app.command()
 def info(
     dataset: Annotated[str, typer.Argument(help="A known name (coco-mini, mirflickr25k) or a folder.")] = "coco-mini",
-    data: DataOption = None,
+    data_root: DataRootOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Summarise a dataset: pairs, classes, texts, bag-of-words size and the default split.
 
-    Examples: `cmhash data info coco-mini` · `cmhash data info /data/my-clip-set --json`
+    Examples: `cmhash data info coco-mini --data-root /data` · `cmhash data info /data/my-clip-set --json`
     """
     from cmhash.zoo.data import load_dataset, proportional_split
 
-    ds = load_dataset(dataset, data)
+    ds = load_dataset(dataset, data_root)
     split = ds.split or proportional_split(len(ds), seed=0)
     summary = {
         "name": ds.name,

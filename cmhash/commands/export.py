@@ -9,7 +9,7 @@ from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
-from cmhash.commands import JsonOption, stderr, stdout
+from cmhash.commands import DataRootOption, JsonOption, stderr, stdout
 from cmhash.errors import ConfigError, ExportValidationError
 
 app = typer.Typer(help="Export a checkpoint's encoders: validated ONNX, an fp16 variant, TensorRT engines.",
@@ -17,8 +17,6 @@ app = typer.Typer(help="Export a checkpoint's encoders: validated ONNX, an fp16 
 
 DatasetOption = Annotated[Optional[str], typer.Option(
     "--data", help="Dataset name or folder for the checks (default: the one the checkpoint trained on, e.g. coco-mini).")]
-RootOption = Annotated[Optional[str], typer.Option(
-    "--data-root", help="Folder holding the named datasets (default: $CMHASH_DATA, else ../shared/data).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
     "--images", help="Check on your own photos instead of a dataset: a folder of .jpg/.png files (with --texts).")]
 TextsOption = Annotated[Optional[Path], typer.Option(
@@ -81,7 +79,7 @@ def export_onnx(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write and check half-precision variants.")] = False,
     validate: Annotated[bool, typer.Option(help="Check the export against PyTorch on the dataset.")] = True,
     dataset: DatasetOption = None,
-    data_root: RootOption = None,
+    data_root: DataRootOption = None,
     images: ImagesOption = None,
     texts: TextsOption = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (the dynamo exporter needs >= 18).")] = 18,
@@ -129,7 +127,7 @@ def validate_folder(
     checkpoint: Annotated[Optional[Path], typer.Option(
         help="The source checkpoint (default: the path recorded in export.json; its sha256 must match).")] = None,
     dataset: DatasetOption = None,
-    data_root: RootOption = None,
+    data_root: DataRootOption = None,
     images: ImagesOption = None,
     texts: TextsOption = None,
     atol: Annotated[float, typer.Option(help="Largest allowed |hash - PyTorch hash|.")] = 1e-4,

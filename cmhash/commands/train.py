@@ -9,13 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cmhash.commands import JsonOption, stderr, stdout
+from cmhash.commands import DataRootOption, DatasetOption, JsonOption, stderr, stdout
 from cmhash.errors import ConfigError
-
-DatasetOption = Annotated[str, typer.Option(
-    "--data", help="A dataset name (coco-mini, mirflickr25k) found under the data root, or a dataset folder.")]
-RootOption = Annotated[Optional[str], typer.Option(
-    "--data-root", help="Folder holding the named datasets (default: $CMHASH_DATA, else ../shared/data).")]
 
 
 def _parse_sets(pairs: list[str]) -> dict:
@@ -37,7 +32,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, metrics.jsonl, resume state.")],
     preset: Annotated[str, typer.Option(help="offline (EfficientNet-Lite0 + MiniLM, frozen) or paper.")] = "offline",
     data: DatasetOption = "coco-mini",
-    data_root: RootOption = None,
+    data_root: DataRootOption = None,
     bits: Annotated[int, typer.Option(help="Code length K.")] = 64,
     seed: Annotated[Optional[int], typer.Option(help="Run seed (default: the recipe's own).")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the proportional split (datasets without their own).")] = 0,
@@ -99,7 +94,7 @@ def _print_scores(scores: dict, title: str) -> None:
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (config.json + model.safetensors).")],
     data: DatasetOption = "coco-mini",
-    data_root: RootOption = None,
+    data_root: DataRootOption = None,
     plots: Annotated[Optional[Path], typer.Option(help="Folder for the PR-curve PNG (default: the checkpoint).")] = None,
     image_weights: Annotated[Optional[str], typer.Option(help="Image backbone weights (trained-backbone checkpoints).")] = None,
     text_weights: Annotated[Optional[str], typer.Option(help="Text backbone weights (trained-backbone checkpoints).")] = None,

@@ -28,7 +28,10 @@ def real_folder(tmp_path_factory, coco_mini_root, mirflickr_root) -> Callable[[s
             if "coco_small" not in ctx:
                 ctx["coco_small"] = build_coco(root / "coco-small", coco_mini_root)
             with pytest.MonkeyPatch.context() as mp:  # session scope: isolate caches like tests/conftest.py
-                mp.setenv("CMHASH_CACHE", str(root / "cache"))
+                from cmhash import constants
+
+                mp.setattr(constants, "CACHE_DIR", root / "cache")
+                mp.setenv("CMHASH_CACHE", str(root / "cache"))  # for the child processes it starts
                 mp.setenv("HF_HUB_OFFLINE", "1")
                 built[key] = target.build(root / key, ctx)
         return built[key]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
+from cmhash import constants
 from cmhash.errors import CmhashError, DataFormatError, DataNotFoundError, InvalidInputError
 from cmhash.zoo.data import (  # noqa: I001
     MIRFLICKR_CLASSES,
@@ -21,7 +22,6 @@ from cmhash.zoo.data import (  # noqa: I001
     read_dcmh_mat,
     read_dcph_text,
 )
-from cmhash.zoo.data import registry
 
 # ---------------------------------------------------------------------------------------- fixtures
 
@@ -434,16 +434,16 @@ def test_load_dataset_detects_folder_layouts(tmp_path, coco, coco_mini_root, mir
 
 
 def test_default_data_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CMHASH_DATA", str(tmp_path))
+    monkeypatch.setattr(constants, "DATA_DIR", tmp_path)
     assert default_data_root() == tmp_path
-    monkeypatch.setenv("CMHASH_DATA", str(tmp_path / "nope"))
+    monkeypatch.setattr(constants, "DATA_DIR", tmp_path / "nope")
     with pytest.raises(DataNotFoundError, match="CMHASH_DATA"):
         default_data_root()
-    monkeypatch.delenv("CMHASH_DATA")
+    monkeypatch.setattr(constants, "DATA_DIR", None)
     (tmp_path / "work" / "repo").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "work" / "repo")
-    monkeypatch.setattr(registry, "_REPO_ROOT", tmp_path / "elsewhere" / "repo")
-    with pytest.raises(DataNotFoundError, match="--data PATH"):
+    monkeypatch.setattr(constants, "REPO_ROOT", tmp_path / "elsewhere" / "repo")
+    with pytest.raises(DataNotFoundError, match="--data-root PATH"):
         default_data_root()
     (tmp_path / "work" / "shared" / "data").mkdir(parents=True)
     assert default_data_root() == (tmp_path / "work" / "shared" / "data").resolve()

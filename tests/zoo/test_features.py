@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cmhash import constants
 from cmhash.runtime.preprocess import ImagePreprocess
 from cmhash.zoo import features
 from cmhash.zoo.backbones import build_backbone, build_tokenizer, get_config
@@ -53,11 +54,10 @@ def images(coco6, tmp_path) -> list[Path]:
     return out
 
 
-def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("CMHASH_CACHE", str(tmp_path))
-    assert features.default_cache_dir() == tmp_path / "features"
-    monkeypatch.delenv("CMHASH_CACHE")
-    assert features.default_cache_dir() == Path.home() / ".cache" / "cmhash" / "features"
+def test_cache_path_defaults_to_the_settings_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "CACHE_DIR", tmp_path)
+    assert features.cache_path(get_config("minilm-l6"), "k").parent == tmp_path / "features"
+    assert features.cache_path(get_config("minilm-l6"), "k", tmp_path / "x").parent == tmp_path / "x"
 
 
 def test_image_cache_miss_then_hit_and_equals_direct_forward(images, builds, tmp_path, effnet):

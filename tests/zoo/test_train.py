@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import cmhash.zoo.train as train_module
+from cmhash import constants
 from cmhash.errors import ConfigError, WeightsError
 from cmhash.zoo.backbones import BackboneConfig, get_config
 from cmhash.zoo.data import Split, load_dataset, proportional_split
@@ -32,7 +33,8 @@ SMALL = {
     "dmsh": dict(epochs=3, label_stage_epochs=5),
     "pairwise": dict(epochs=2),
 }
-RUN_FILES = {"config.json", "model.safetensors", "metrics.jsonl", "train_state.json", "train_state.safetensors"}
+RUN_FILES = {"config.json", "model.safetensors", "manifest.json", "metrics.jsonl", "train_state.json",
+             "train_state.safetensors"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -117,7 +119,7 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(coco, dmsh_run, tmp
 def test_a_cold_feature_cache_gives_the_same_run_as_a_warm_one(coco, tmp_path, monkeypatch):
     """The first run of a fresh install encodes the features; the head init must not depend on that."""
     cache = tmp_path / "cold-cache"
-    monkeypatch.setenv("CMHASH_CACHE", str(cache))
+    monkeypatch.setattr(constants, "CACHE_DIR", cache)
     small = coco.subset(np.arange(12))  # a private cache: keep the encoding cheap
     config = make_config("pairwise", "offline", bits=BITS, epochs=1, batch_size=4)
     train("pairwise", config, small, tmp_path / "cold", progress=False)
@@ -203,7 +205,9 @@ def test_checkpoint_config_and_files(dmsh_run):
     assert {p.name for p in out.iterdir()} == RUN_FILES, "only safetensors and JSON, and no leftover temp files"
     assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt") for p in out.rglob("*"))
     saved = json.loads((out / "config.json").read_text())
-    assert saved["format"] == "cmhash-hasher/1"
+    assert saved["format"] == "cmhash-hasher/2" and saved["vocabulary"] is None  # a token text tower: no vocabulary
+    listed = json.loads((out / "manifest.json").read_text())["files"]
+    assert sorted(listed) == ["config.json", "model.safetensors"]
     assert saved["method"] == "dmsh" and saved["bits"] == BITS
     assert saved["recipe"] == config.to_dict()
     assert saved["modalities"] == ["image", "text"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from cmhash import constants
 from cmhash.errors import DataFormatError, DataNotFoundError
 
 from .clip_mat import read_clip_mat
@@ -43,28 +44,25 @@ LAYOUTS = (
     "DCPH text: images_name.txt + label_hot.txt + y_vector.txt + test/database/train_ind*.txt",
 )
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def default_data_root() -> Path:
-    """The data folder: `$CMHASH_DATA`, else `../shared/data` from the working directory or the repo.
+    """The data folder: `$CMHASH_DATA`, else `../shared/data` from the working directory or the repo
+    (both parsed in `cmhash.constants`).
 
     Raises:
         DataNotFoundError: if none of these exists; the message says how to pass a folder.
     """
-    env = os.environ.get("CMHASH_DATA")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise DataNotFoundError(f"CMHASH_DATA={env} is not a folder. Fix: point it at the data folder.")
-        return path
-    candidates = [Path.cwd().parent / "shared" / "data", _REPO_ROOT.parent / "shared" / "data"]
+    if constants.DATA_DIR is not None:
+        if not constants.DATA_DIR.is_dir():
+            raise DataNotFoundError(
+                f"CMHASH_DATA={constants.DATA_DIR} is not a folder. Fix: point it at the data folder.")
+        return constants.DATA_DIR
+    candidates = constants.data_candidates()
     for path in candidates:
         if path.is_dir():
             return path.resolve()
     raise DataNotFoundError(
         f"no data folder found (looked for $CMHASH_DATA and {', '.join(str(p) for p in candidates)}). "
-        "Fix: pass --data PATH (or root= in Python), or set CMHASH_DATA=PATH."
+        "Fix: pass --data-root PATH (or root= in Python), or set CMHASH_DATA=PATH."
     )
 
 
@@ -107,9 +105,8 @@ def load_dataset(
         folder = folder / entry.folder
         if not folder.is_dir():
             raise DataNotFoundError(
-                f"dataset {key!r} not found at {folder}. Fix: pass --data PATH (root=) pointing at the "
-                "folder "
-                f"that holds {entry.folder}/, or set CMHASH_DATA."
+                f"dataset {key!r} not found at {folder}. Fix: pass --data-root PATH (root= in Python) "
+                f"pointing at the folder that holds {entry.folder}/, or set CMHASH_DATA."
             )
         return entry.reader(folder, **options)
     folder = Path(name_or_path).expanduser()
