@@ -192,7 +192,7 @@ def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | N
     if dataset is None:
         from .onnx import load_source_dataset
 
-        dataset = load_source_dataset({"data": manifest["source"].get("data", {})}, data_root)
+        dataset = load_source_dataset(manifest["source"].get("data", {}).get("dataset"), data_root)
     inputs = build_inputs(folder, manifest, dataset, captions="all")
     values: dict[str, dict[str, np.ndarray]] = {"fp32": {}, "fp16": {}}
     encoders, failures, flipped, total = {}, [], 0, 0

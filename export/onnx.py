@@ -33,6 +33,7 @@ from cmhash.runtime.io import atomic_write
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
 from cmhash.runtime.export_folder import ENCODER_FORMAT
+from cmhash.runtime.formats.checkpoint import CheckpointConfig
 
 from .manifest import (FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, model_file, refresh_files, write_manifest)
 
@@ -104,14 +105,14 @@ def encoder_entry(spec: EncoderSpec, precision_files: dict[str, str]) -> dict[st
     return entry
 
 
-def onnx_metadata(spec: EncoderSpec, config: Mapping[str, Any], hashes: Mapping[str, str],
+def onnx_metadata(spec: EncoderSpec, config: CheckpointConfig, hashes: Mapping[str, str],
                   precision: str = "fp32") -> dict[str, str]:
     """`metadata_props` of one encoder: enough to use the file without export.json."""
     c = spec.config
     meta = {
         "cmhash_version": cmhash.__version__,
         "cmhash_format": ENCODER_FORMAT,
-        "method": str(config["method"]),
+        "method": config.method,
         "bits": str(spec.bits),
         "modality": spec.modality,
         "precision": precision,
@@ -181,7 +182,7 @@ def copy_atomic(src: str | Path, dst: str | Path) -> Path:
 
 
 def write_text_assets(spec: EncoderSpec, folder: Path, *, tokenizer_file: str | Path | None = None,
-                      vocabulary: Any = None, dataset: Any = None, split_seed: int = 0) -> str:
+                      vocabulary: Any = None) -> str:
     """Copy the tokenizer (token towers) or write the BoW vocabulary (BoW towers); return the file name."""
     c = spec.config
     if c.input_kind == "tokens":
@@ -190,11 +191,33 @@ def write_text_assets(spec: EncoderSpec, folder: Path, *, tokenizer_file: str | 
         src = Path(tokenizer_file) if tokenizer_file else tokenizer_path(c)
         copy_atomic(src, folder / TOKENIZER_NAME)
         return TOKENIZER_NAME
-    from .vocabulary import bow_vocabulary
-
-    vocab = bow_vocabulary(c.input_dim, vocabulary=vocabulary, dataset=dataset, split_seed=split_seed)
-    vocab.save(folder / VOCABULARY_NAME)
+    if len(vocabulary) != c.input_dim:
+        raise ExportError(f"the vocabulary has {len(vocabulary)} words, the text tower takes {c.input_dim}: "
+                          "pass the vocabulary the checkpoint was trained with")
+    vocabulary.save(folder / VOCABULARY_NAME)
     return VOCABULARY_NAME
+
+
+def bow_vocabulary(model: Any, vocabulary: Any, dataset: Any, data_root: str | None) -> Any:
+    """The BoW vocabulary to export: `vocabulary` (a BowVocabulary or its file), else the checkpoint's
+    own (saved since checkpoint format 2), else, for a format-1 checkpoint, rebuilt from its training
+    data by the training rule (`cmhash.zoo.inputs.bow_vocabulary`)."""
+    from cmhash.zoo.data import BowVocabulary
+
+    if vocabulary is not None:
+        return vocabulary if isinstance(vocabulary, BowVocabulary) else BowVocabulary.load(vocabulary)
+    if model.vocabulary is not None:
+        return model.vocabulary
+    from cmhash.zoo.inputs import bow_vocabulary as training_rule
+    from cmhash.zoo.train import default_split
+
+    text = model.backbone_configs["text"]
+    dataset = dataset if dataset is not None else load_source_dataset(model.config.dataset, data_root)
+    words = training_rule(dataset, default_split(dataset, model.config.split_seed).fit, text.input_dim)
+    if words is None:
+        raise ExportError(f"dataset {dataset.name!r} has a bag-of-words without column words, and the checkpoint "
+                          "saved no vocabulary.json; pass vocabulary=FILE (a cmhash vocabulary.json)")
+    return words
 
 
 @dataclass
@@ -226,10 +249,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     config = model.config
     hashes = source_hashes(checkpoint)
     specs = build_encoders(model, dict(backbone_weights or {}))
-    split_seed = int(config.get("data", {}).get("split_seed", 0))
-    needs_vocabulary = vocabulary is None and any(s.input_kind == "bow" for s in specs.values())
-    if dataset is None and (validate or needs_vocabulary):
-        dataset = load_source_dataset(config, data_root)
+    if dataset is None and validate:
+        dataset = load_source_dataset(config.dataset, data_root)
     out.mkdir(parents=True, exist_ok=True)
     encoders, written = {}, []
     for modality, spec in specs.items():
@@ -239,21 +260,21 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         written.append(name)
         encoders[modality] = encoder_entry(spec, {"fp32": name})
         if spec.modality == "text":
-            written.append(write_text_assets(spec, out, tokenizer_file=tokenizer_file, vocabulary=vocabulary,
-                                             dataset=dataset, split_seed=split_seed))
+            words = bow_vocabulary(model, vocabulary, dataset, data_root) if spec.input_kind == "bow" else None
+            written.append(write_text_assets(spec, out, tokenizer_file=tokenizer_file, vocabulary=words))
     manifest = {
         "format": FORMAT,
         "cmhash_version": cmhash.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "exporter": {"name": EXPORTER, "opset": opset, "external_data": False, "versions": library_versions()},
-        "method": config["method"],
+        "method": config.method,
         "bits": model.bits,
         "modalities": list(specs),
         "encoders": encoders,
         "source": {"checkpoint": str(checkpoint.resolve()), "sha256": hashes,
                    "backbones_trained": model.backbones_trained,
-                   "data": {k: config.get("data", {}).get(k) for k in ("dataset", "split_seed")},
-                   "metrics": config.get("metrics", {}).get("test")},
+                   "data": {"dataset": config.dataset, "split_seed": config.split_seed},
+                   "metrics": (config.metrics or {}).get("test")},
         "files": {},
         "validation": None,
         "fp16": None,
@@ -289,12 +310,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     return result
 
 
-def load_source_dataset(config: Mapping[str, Any], data_root: str | None = None) -> Any:
+def load_source_dataset(name: str | None, data_root: str | None = None) -> Any:
     """The dataset a checkpoint trained on (its config's `data.dataset`), from the data root."""
     from cmhash.errors import DataNotFoundError
     from cmhash.zoo.data import load_dataset
 
-    name = config.get("data", {}).get("dataset") or "coco-mini"
+    name = name or "coco-mini"
     try:
         return load_dataset(name, data_root)
     except DataNotFoundError as exc:

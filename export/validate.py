@@ -155,7 +155,7 @@ def validate_export(folder: str | Path, *, checkpoint: str | Path | None = None,
     if dataset is None:
         from .onnx import load_source_dataset
 
-        dataset = load_source_dataset({"data": manifest["source"].get("data", {})}, data_root)
+        dataset = load_source_dataset(manifest["source"].get("data", {}).get("dataset"), data_root)
     bits = int(manifest["bits"])
     col = _Collector()
     problems = check_files(folder, manifest)

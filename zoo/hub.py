@@ -2,11 +2,12 @@
 
 A published repository holds exactly these files:
 
-- `config.json` and `model.safetensors`: the checkpoint (`cmhash.zoo.model`);
+- `config.json`, `model.safetensors` (and a BoW tower's `vocabulary.json`): the checkpoint
+  (runtime/formats/checkpoint.py);
 - `README.md`: the model card (`cmhash.zoo.hub_card`);
 - `onnx/...`: an ONNX export, when one is given;
-- `manifest.json`: the sha256 and size of every other file, checked on every load, so a corrupted
-  cache or a hand-edited file fails loudly instead of giving different codes.
+- `manifest.json`: the sha256 and size of every other file (runtime/formats/manifest.py), checked
+  on every load, so a corrupted cache or a hand-edited file fails loudly instead of giving different codes.
 
 The rest of a run folder (`metrics.jsonl`, the `train_state.*` resume state) is never published.
 
@@ -20,8 +21,6 @@ This module does not import torch (only `load_hasher` does, when it builds the m
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -40,95 +39,14 @@ import cmhash
 from cmhash.errors import (
     CheckpointNotFoundError, ChecksumError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
 )
-from cmhash.runtime.io import atomic_write, read_json
+from cmhash.runtime.formats.checkpoint import CONFIG_NAME, REQUIRED_FILES, WEIGHTS_NAME, read_checkpoint
+from cmhash.runtime.formats.manifest import read_manifest, write_manifest
+from cmhash.runtime.io import atomic_write
 
-# The file names of zoo/model.py (CONFIG_NAME, WEIGHTS_NAME), repeated so that this module needs no
-# torch; tests/zoo/test_hub.py checks that they agree.
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 CARD_NAME = "README.md"
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "cmhash-manifest/1"
 ONNX_DIR = "onnx"
 DEFAULT_REVISION = "main"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
-# ---------------------------------------------------------------------------------------- manifest
-def file_digest(path: str | os.PathLike) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a file, read in 1 MiB chunks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def build_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of every regular file under `folder` (except the manifest itself), by posix path."""
-    folder = Path(folder)
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel != MANIFEST_NAME:
-            sha, size = file_digest(path)
-            files[rel] = {"sha256": sha, "size": size}
-    return {"format": MANIFEST_FORMAT, "cmhash_version": cmhash.__version__, "files": files}
-
-
-def write_manifest(folder: str | os.PathLike) -> Path:
-    """Write `manifest.json` into `folder` atomically; returns its path."""
-    path = Path(folder) / MANIFEST_NAME
-    manifest = build_manifest(folder)
-    with atomic_write(path, "w") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    return path
-
-
-def verify_manifest(folder: str | os.PathLike, *, fix: str, required: bool = True) -> dict[str, Any] | None:
-    """Check every file that `manifest.json` lists against its sha256 and size.
-
-    Files the manifest does not list (such as the `.gitattributes` the Hub adds) are ignored: only
-    listed files are ever loaded. `fix` says what to do about a mismatch (e.g. the download command).
-    Returns the manifest, or None when there is none and `required` is False.
-    """
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        if not required:
-            return None
-        raise ChecksumError(f"{folder} has no {MANIFEST_NAME}, so its files cannot be checked: it was not "
-                            f"published with `cmhash publish`, or the download is incomplete. Fix: {fix}")
-    try:
-        manifest = read_json(path)
-        files = manifest["files"]
-        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
-            raise ValueError(f"format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise ChecksumError(f"{path} is not a cmhash manifest ({exc!r}). Fix: {fix}") from exc
-    unlisted = [name for name in CHECKPOINT_FILES if name not in files]
-    if unlisted:
-        raise ChecksumError(f"{path} does not list {', '.join(unlisted)}: the checkpoint cannot be checked. Fix: {fix}")
-    for rel, expected in sorted(files.items()):
-        if (not isinstance(expected, dict) or not isinstance(expected.get("sha256"), str)
-                or type(expected.get("size")) is not int):
-            raise ChecksumError(f"{path}: the entry of {rel!r} must be {{\"sha256\": HEX, \"size\": BYTES}}, "
-                                f"got {str(expected)[:80]!r}. Fix: {fix}")
-        if not rel or rel.startswith("/") or ".." in Path(rel).parts or "\x00" in rel:
-            raise ChecksumError(f"{path} lists {rel!r}, a path outside the folder. Fix: {fix}")
-        target = folder / rel
-        if not target.is_file():
-            raise ChecksumError(f"{rel} is listed in {path} but missing from {folder}. Fix: {fix}")
-        sha, size = file_digest(target)
-        if sha != expected["sha256"] or size != expected["size"]:
-            raise ChecksumError(
-                f"{rel} in {folder} does not match {MANIFEST_NAME}: sha256 {sha[:16]}…, {size} bytes; the manifest "
-                f"records sha256 {expected['sha256'][:16]}…, {expected['size']} bytes. The file is "
-                f"corrupted or was changed after publishing. Fix: {fix}")
-    return manifest
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -213,7 +131,7 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not run_dir.is_dir():
         raise CheckpointNotFoundError(
             f"{run_dir} is not a folder. Train one with: cmhash train dmsh --data coco-mini --out {run_dir}")
-    missing = [name for name in CHECKPOINT_FILES if not (run_dir / name).is_file()]
+    missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
     if missing:
         raise CheckpointNotFoundError(
             f"{run_dir} lacks {' and '.join(missing)}: not a finished training run. Produce them with "
@@ -244,7 +162,8 @@ def stage(run_dir: str | os.PathLike, dest: str | os.PathLike, *, repo_id: str |
     onnx = _onnx_files(with_onnx) if with_onnx is not None else []
     card = render_card(run_dir, repo_id=repo_id, onnx_files=[rel for rel, _ in onnx], shipped=shipped)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in CHECKPOINT_FILES:
+    vocabulary = read_checkpoint(run_dir).config.vocabulary
+    for name in (*REQUIRED_FILES, *([vocabulary] if vocabulary else [])):
         shutil.copyfile(run_dir / name, dest / name)
     with atomic_write(dest / CARD_NAME, "w") as fh:
         fh.write(str(card))
@@ -266,14 +185,14 @@ def publish(run_dir: str | os.PathLike, repo_id: str, private: bool = False,
     HF_TOKEN or the token saved by `hf auth login`.
     """
     source = HubSource(check_repo_id(repo_id), DEFAULT_REVISION)
-    config = json.loads((check_run_dir(run_dir) / CONFIG_NAME).read_text())
+    config = read_checkpoint(check_run_dir(run_dir)).config
     if with_onnx is not None:
         _onnx_files(with_onnx)
     if hf_constants.is_offline_mode():
         raise HubError(f"publishing {source.repo_id} needs the network, but HF_HUB_OFFLINE is set: unset it "
                        "(or set HF_HUB_OFFLINE=0) and run again")
-    message = commit_message or (f"cmhash publish: {config.get('method')} {config.get('bits')} bits on "
-                                 f"{config.get('data', {}).get('dataset')} (cmhash {cmhash.__version__})")
+    message = commit_message or (f"cmhash publish: {config.method} {config.bits} bits on "
+                                 f"{config.dataset} (cmhash {cmhash.__version__})")
     with tempfile.TemporaryDirectory(prefix="cmhash-publish-") as tmp:
         folder = stage(run_dir, tmp, repo_id=source.repo_id, with_onnx=with_onnx)
         api = HfApi(token=token)  # endpoint: HF_ENDPOINT, read now (not at import)
@@ -324,7 +243,7 @@ def download(source: str, revision: str | None = None, local_files_only: bool | 
         raise NotCachedError(f"{src.repo_id} at revision {src.revision!r} is not in the local Hugging Face cache "
                              f"{cache} (or only partly), and {why}. Fetch it once with network: {command}") from exc
     pinned = f"{src.repo_id}@{path.name}" if _COMMIT.match(path.name) else str(src)
-    verify_manifest(path, fix=f"fetch it again with: cmhash download {pinned} --force")
+    read_manifest(path, fix=f"fetch it again with: cmhash download {pinned} --force", must_list=REQUIRED_FILES)
     return path
 
 
@@ -334,7 +253,7 @@ def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
     """The local checkpoint folder of `hf-hub:ORG/NAME[@REV]`, `zoo:NAME`, `local-dir:PATH` or a path.
 
     Hub and zoo sources are downloaded (manifest checked); a local folder's manifest is checked when
-    it has one (a training run folder has none).
+    it has one (checkpoints written before format 2 have none).
     """
     if isinstance(source, str) and source.startswith(("hf-hub:", "zoo:")):
         return download(source, revision, local_files_only)
@@ -350,8 +269,12 @@ def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
         hint = (f"; for a Hub model write hf-hub:{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@\S+)?", text)
                 and not text.startswith("local-dir:") else "")
         raise CheckpointNotFoundError(f"no checkpoint folder at {folder}{hint}")
-    verify_manifest(folder, required=False, fix="copy the folder again from where it came from, or publish "
-                                                 "and download it again")
+    if not (folder / WEIGHTS_NAME).is_file():
+        from cmhash.zoo.model import refuse_pickles  # imports torch, on this error path only
+
+        refuse_pickles(folder)  # a pickle-only folder gets the why-and-how-to-convert message first
+    read_manifest(folder, required=False, must_list=REQUIRED_FILES,
+                  fix="copy the folder again from where it came from, or publish and download it again")
     return folder
 
 

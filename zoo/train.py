@@ -40,8 +40,9 @@ from cmhash.zoo.backbones import BackboneConfig, build_backbone, get_config
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.zoo.data import PairedDataset, Split, proportional_split
 from cmhash.zoo.distributed import World, init_world, shutdown
-from cmhash.zoo.inputs import TowerInput, image_input, text_input
-from cmhash.zoo.model import FORMAT, WEIGHTS_NAME, CrossModalHasher
+from cmhash.runtime.formats.checkpoint import WEIGHTS_NAME, CheckpointConfig
+from cmhash.zoo.inputs import TowerInput, bow_vocabulary, image_input, text_input
+from cmhash.zoo.model import CrossModalHasher
 from cmhash.zoo.scoring import encode_rows, score_split
 from cmhash.zoo.recipes import make_recipe
 from cmhash.zoo.state_io import load_state, save_state
@@ -133,14 +134,16 @@ class Trainer:
         if "image" in modalities:
             self.inputs["image"] = image_input(dataset, self.backbone_configs["image"], frozen,
                                                weights=weights.get("image"), progress=progress and self.world.is_main)
-        self.inputs["text"] = text_input(dataset, self.backbone_configs["text"], frozen, fit,
+        text = self.backbone_configs["text"]
+        vocabulary = bow_vocabulary(dataset, fit, text.input_dim) if text.input_kind == "bow" else None
+        self.inputs["text"] = text_input(dataset, text, frozen, fit, vocabulary=vocabulary,
                                          weights=weights.get("text"), tokenizer_file=tokenizer_file,
                                          progress=progress and self.world.is_main)
         # Seed here, after the inputs: a feature-cache miss builds (and so draws from) a backbone.
         torch.manual_seed(self.recipe.seed)
         trained = {} if frozen else {m: build_backbone(self.backbone_configs[m], weights.get(m)).train()
                                      for m in modalities}
-        self.model = CrossModalHasher(self._config(modalities), trained).to(self.device)
+        self.model = CrossModalHasher(self._config(modalities), trained, vocabulary).to(self.device)
         self.labels = torch.from_numpy(dataset.labels.astype(np.float32))
         self.fit = fit
         per_epoch = len(fit) // self.recipe.batch_size if self.recipe.drop_last else -(-len(fit) // self.recipe.batch_size)
@@ -159,25 +162,24 @@ class Trainer:
                         if self.world.distributed else self.model)
 
     # ------------------------------------------------------------------------------- config.json
-    def _config(self, modalities: tuple[str, ...]) -> dict[str, Any]:
+    def _config(self, modalities: tuple[str, ...]) -> CheckpointConfig:
         r = self.recipe
-        return {
-            "format": FORMAT,
-            "cmhash_version": cmhash.__version__,
-            "method": r.name,
-            "bits": r.bits,
-            "recipe": r.config.to_dict(),
-            "modalities": list(modalities),
-            "image_backbone": self.backbone_configs["image"].to_dict(),
-            "text_backbone": self.backbone_configs["text"].to_dict(),
-            "backbones_trained": r.train_backbones,
-            "data": {
+        return CheckpointConfig(
+            cmhash_version=cmhash.__version__,
+            method=r.name,
+            bits=r.bits,
+            recipe=r.config.to_dict(),
+            modalities=tuple(modalities),
+            image_backbone=self.backbone_configs["image"].to_dict(),
+            text_backbone=self.backbone_configs["text"].to_dict(),
+            backbones_trained=r.train_backbones,
+            data={
                 "dataset": self.dataset.name,
                 "split_seed": self.split_seed,
                 "split": self.split.sizes(),
                 "captions": "training: one random caption per pair per visit; evaluation: the first caption",
             },
-        }
+        )
 
     # ------------------------------------------------------------------------------------- state
     def _state(self, epoch: int, best: dict[str, Any]) -> dict[str, Any]:
@@ -284,11 +286,10 @@ class Trainer:
             seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in fh if line.strip())
         self.model.load_state_dict(load_file(str(self.out / WEIGHTS_NAME)), strict=True)
         test = self._evaluate(self.split.query, self.split.database)
-        self.model.config["training"] = {
-            "selected_epoch": best["epoch"], "selected_on": self.select_on, "epochs": self.recipe.epochs,
-            "seconds": round(seconds, 2), "setup": self.setup_report,
-        }
-        self.model.config["metrics"] = {self.select_on: best[self.select_on], "test": test}
+        self.model.config = self.model.config.replace(
+            training={"selected_epoch": best["epoch"], "selected_on": self.select_on, "epochs": self.recipe.epochs,
+                      "seconds": round(seconds, 2), "setup": self.setup_report},
+            metrics={self.select_on: best[self.select_on], "test": test})
         self.model.save_pretrained(self.out)
         return TrainResult(self.out, best["epoch"], best[self.select_on], test, seconds)
 

@@ -229,7 +229,8 @@ def test_bow_tower_exports_with_its_vocabulary(tmp_path, coco_mini, isolated_env
     from cmhash.export.onnx import export_checkpoint
     from cmhash.zoo.backbones import build_backbone
     from cmhash.zoo.data import BowVocabulary
-    from cmhash.zoo.model import FORMAT, CrossModalHasher
+    from cmhash.runtime.formats.checkpoint import FORMAT
+    from cmhash.zoo.model import CrossModalHasher
     from cmhash.zoo.recipes import make_config
 
     torch.manual_seed(0)
@@ -244,3 +245,40 @@ def test_bow_tower_exports_with_its_vocabulary(tmp_path, coco_mini, isolated_env
     assert manifest["modalities"] == ["text"] and manifest["encoders"]["text"]["inputs"] == ["bow"]
     assert "vocabulary.json" in manifest["files"] and len(BowVocabulary.load(tmp_path / "export/vocabulary.json")) == 300
     assert result.validation["passed"] and result.validation["encoders"]["text"]["bit_agreement"] == 1.0
+
+
+def _bow_checkpoint(folder, vocabulary):
+    """A text-only DCPH checkpoint with a BoW tower of len(vocabulary) words, saved with `vocabulary`
+    (None: saved without one, as format-1 checkpoints were)."""
+    from cmhash.zoo.backbones import build_backbone
+    from cmhash.zoo.model import CrossModalHasher
+    from cmhash.zoo.recipes import make_config
+
+    torch.manual_seed(0)
+    bow_cfg = get_config("bow-mlp", input_dim=len(vocabulary or ["a"] * 50), out_dim=64)
+    config = {"method": "dcph", "bits": 16, "recipe": make_config("dcph", "paper", bits=16).to_dict(),
+              "modalities": ["text"], "image_backbone": get_config("alexnet").to_dict(),
+              "text_backbone": bow_cfg.to_dict(), "backbones_trained": True,
+              "data": {"dataset": "coco-mini", "split_seed": 0}, "format": "cmhash-hasher/2"}
+    return CrossModalHasher(config, {"text": build_backbone(bow_cfg)}, vocabulary).save_pretrained(folder)
+
+
+def test_a_bow_checkpoint_exports_with_no_dataset_present(tmp_path, monkeypatch, isolated_env):
+    """The checkpoint carries its vocabulary: with the data folder empty, the export still writes it."""
+    from cmhash import constants
+    from cmhash.errors import DataNotFoundError
+    from cmhash.export.onnx import export_checkpoint
+    from cmhash.zoo.data import BowVocabulary
+
+    vocab = BowVocabulary([f"word{i}" for i in range(50)])
+    ckpt = _bow_checkpoint(tmp_path / "ckpt", vocab)
+    assert (ckpt / "vocabulary.json").is_file() and "vocabulary.json" in json.loads((ckpt / "manifest.json").read_text())["files"]
+    (tmp_path / "no-data").mkdir()
+    monkeypatch.setattr(constants, "DATA_DIR", tmp_path / "no-data")
+    result = export_checkpoint(ckpt, tmp_path / "export", validate=False)
+    assert BowVocabulary.load(tmp_path / "export/vocabulary.json") == vocab
+    assert result.manifest["encoders"]["text"]["inputs"] == ["bow"]
+    # The data really is hidden: a checkpoint without its vocabulary (format 1) needs it, and says so.
+    old = _bow_checkpoint(tmp_path / "old", None)
+    with pytest.raises(DataNotFoundError, match="coco-mini"):
+        export_checkpoint(old, tmp_path / "export-old", validate=False)

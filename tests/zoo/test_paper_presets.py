@@ -121,6 +121,10 @@ def test_dcph_paper_preset_trains_alexnet_and_the_bow_mlp(pairs, tmp_path):
     assert all(np.isfinite(v) for r in records for v in r["loss"].values())
     saved, _ = _check_checkpoint(out, result, weights, initial, configs, pairs)
     assert saved["text_backbone"]["input_dim"] == input_dim
+    # The checkpoint carries its BoW vocabulary (checkpoint format 2): the training captions' top words.
+    assert saved["vocabulary"] == "vocabulary.json"
+    assert BowVocabulary.load(out / "vocabulary.json") == BowVocabulary.build([docs[i] for i in split.fit],
+                                                                             max_size=input_dim)
     stored = load_file(str(out / "model.safetensors"))
     # Epoch 0 trains the image side, epoch 1 the text side: the checkpoint holds the selected epoch's.
     assert _changed(stored, initial["image"], "image")

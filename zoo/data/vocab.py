@@ -130,11 +130,15 @@ class BowVocabulary:
             out[r, cols] = 1
         return out
 
+    def to_bytes(self) -> bytes:
+        """The vocabulary file's content (UTF-8 JSON), as `save` writes it and checkpoints store it."""
+        data = {"format": _FORMAT, "version": 1, "size": len(self.words), "words": list(self.words)}
+        return json.dumps(data, ensure_ascii=False, indent=0).encode("utf-8")
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON, atomically."""
-        data = {"format": _FORMAT, "version": 1, "size": len(self.words), "words": list(self.words)}
-        with atomic_write(path, "w") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=0)
+        with atomic_write(path) as fh:
+            fh.write(self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BowVocabulary:

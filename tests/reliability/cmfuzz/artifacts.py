@@ -31,7 +31,7 @@ def build_index(folder: Path, n: int = 300, bits: int = 64) -> Path:
 def checkpoint_config(bits: int = 16, text_dim: int = 64) -> dict:
     """A heads-only DMsH-LN checkpoint config (frozen backbones: the offline preset's shape)."""
     from cmhash.zoo.backbones import get_config
-    from cmhash.zoo.model import FORMAT
+    from cmhash.runtime.formats.checkpoint import FORMAT
     from cmhash.zoo.recipes import make_config
 
     recipe = make_config("dmsh", "offline", bits=bits, epochs=2)
@@ -55,7 +55,7 @@ def build_checkpoint(folder: Path, seed: int = 0) -> Path:
 
 def build_published(folder: Path) -> Path:
     """A checkpoint folder as `cmhash publish` stages it: with its manifest.json."""
-    from cmhash.zoo.hub import write_manifest
+    from cmhash.runtime.formats.manifest import write_manifest
 
     build_checkpoint(folder)
     write_manifest(folder)
@@ -93,7 +93,8 @@ def build_export(folder: Path, work: Path, coco_root: Path) -> Path:
     from cmhash.zoo.backbones import build_backbone, get_config
     from cmhash.zoo.data import BowVocabulary, caption_docs, load_dataset
     from cmhash.zoo.data.vocab import default_tokenizer_file
-    from cmhash.zoo.model import FORMAT, CrossModalHasher
+    from cmhash.runtime.formats.checkpoint import FORMAT
+    from cmhash.zoo.model import CrossModalHasher
     from cmhash.zoo.recipes import make_config
 
     torch.manual_seed(0)

@@ -130,7 +130,7 @@ def identify(kind: str, folder: Path) -> str:
         model = CrossModalHasher.from_pretrained(folder)
         state = model.state_dict()
         for seed, c in CHECKPOINT_CYCLE:
-            same_config = model.config.get("metrics") == _config(c).get("metrics")
+            same_config = model.config.metrics == _config(c).get("metrics")
             if same_config and all(torch.equal(state[k], t) for k, t in _weights(seed).items()):
                 return f"w{seed}c{c}"
     elif kind == "train-state":
