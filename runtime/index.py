@@ -1,7 +1,7 @@
 """HammingIndex: exact Hamming search over packed binary codes, with ids, save/load and FAISS interop.
 
-    index = HammingIndex(64)
-    index.add(codes)                       # uint8 (n, 8), FAISS bit layout (runtime.codes.pack)
+    index = HammingIndex(64)                 # method="auto": multi-index hashing when it pays
+    index.add(codes)                         # uint8 (n, 8), FAISS bit layout (runtime.codes.pack)
     dist, ids = index.search(queries, k=100)
     index.save("db.cmhx"); index = HammingIndex.load("db.cmhx", mmap=True)
 
@@ -13,13 +13,29 @@ Results
     as FAISS does, so the padding also sorts last. The output is always (nq, k).
     `range_search(queries, radius)` returns, per query, (distances, ids) of every item with
     distance <= radius (inclusive; FAISS's binary range search is strict, so its radius is ours + 1),
-    in the same order.
+    in the same order. Every method gives these same results.
+
+Storage
+    The codes alone: bits / 8 bytes per item plus O(1) (growth leaves at most 25% spare rows;
+    a single add, or a load, leaves none). Ids are implicit (id = insertion position) until
+    `add(codes, ids)` gives other ids; then one int64 per item more. `remove` sets a bit in a
+    tombstone bitmap (1 bit per row); when more than half of the rows are removed the index
+    compacts itself (`compact()` does it on demand), which makes implicit ids explicit.
 
 Ids
     int64 >= 0 and unique in the index (-1 is the padding id). `add` without ids assigns
     consecutive ids starting after the largest id the index has held (0, 1, 2, ... on a new
     index). `remove` of an id that is not in the index raises InvalidInputError and removes
-    nothing. Removal keeps the remaining items' relative order, hence their tie order.
+    nothing. Ids given in increasing order are looked up by binary search; ids in any other order
+    cost a sort of all ids per `add`/`remove` call (memory stays one int64 per item).
+
+Methods
+    method="scan" reads every code (runtime/search_cpu.py); method="mih" is exact multi-index
+    hashing (runtime/mih.py; needs numba), sublinear in the number of items on codes with
+    structure (e.g. hashes of real data); "auto" uses MIH from AUTO_MIH_MIN_ITEMS items on, with a
+    per-query work budget past which that query is answered by the scan. `mih_m` overrides the
+    number of substrings. The tables (about 4-6 bytes per item per substring) are built at the
+    first search that uses them (not stored in the file) and kept current by `add`.
 
 Backends
     backend="auto" (numba kernel when numba is installed, else numpy), "numba", "numpy", or
@@ -32,49 +48,81 @@ Threads
     default every CPU this process may run on.
 
 Thread safety
-    Searches may run from any number of threads at once; they never block. Writes (`add`,
-    `remove`) take an internal lock, so they run one at a time (the single-writer rule: concurrent
-    writers are serialized, not interleaved). A search sees the index as it was when the search
-    started: every item whose `add` had returned, none that a concurrent `add` is still writing.
-    Writers never modify memory a running search reads (appends go past the snapshot's end,
-    removals build new arrays).
+    Searches may run from any number of threads at once; they never block (except the first
+    MIH search, which builds the tables). Writes (`add`, `remove`, `compact`) take an internal
+    lock, so they run one at a time (concurrent writers are serialized, not interleaved). A search
+    sees the index as it was when the search started: every item whose `add` had returned, none
+    that a concurrent `add` is still writing. Writers never modify memory a running search reads
+    (appends go past the snapshot's end; removals and compaction build new arrays).
 
-The file format is documented in runtime/index_format.py.
+Metadata
+    `meta` is a small JSON-serialisable dict saved with the index (e.g. the identity of the model
+    that encoded the codes); the file format is specified in docs/formats/index-file.md.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cmhash.errors import CodeFormatError, IndexFormatError, InvalidInputError, require
-from cmhash.runtime import index_format, search_cpu
+from cmhash.runtime import mih, search_cpu
 from cmhash.runtime.codes import check_bits, check_codes
+from cmhash.runtime.formats import index_file
 from cmhash.runtime.search_cpu import PAD_DISTANCE, PAD_ID
 
-__all__ = ["HammingIndex", "PAD_DISTANCE", "PAD_ID"]
+__all__ = ["BACKENDS", "METHODS", "HammingIndex", "PAD_DISTANCE", "PAD_ID", "as_id_array", "check_new_ids"]
 
-_BACKENDS = ("auto", "numba", "numpy", "cupy")
+BACKENDS = ("auto", "numba", "numpy", "cupy")
+METHODS = ("auto", "scan", "mih")
+#: "auto" uses MIH from this many items on (below it the scan is as fast; BENCHMARKS.md).
+AUTO_MIH_MIN_ITEMS = 1 << 18
+#: "auto": per-query MIH work budget (buckets + candidates) as a fraction of the items.
+AUTO_MIH_BUDGET = 1 / 16
+_COMPACT_AT = 0.5  # compact when more than this fraction of the rows is removed
+_MIH_TAIL_MIN = 1 << 16  # rows added after the tables that trigger no rebuild yet (or 1/8 of them)
 
 
-@dataclass(frozen=True)
-class _State:
-    """An immutable view of the index: rows [:n] of the buffers are the items, in order."""
+# --------------------------------------------------------------------------------- id rules
+def as_id_array(ids, m: int | None = None) -> np.ndarray:
+    """ids as int64 (n,); `m`: the number of codes they go with. The one place the id rules live
+    (HammingIndex and ShardedIndex both call it)."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"ids must be a 1-D array of integers, got shape {arr.shape}")
+    if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"ids must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
+        raise InvalidInputError("ids must fit in int64")
+    arr = arr.astype(np.int64, copy=False) if arr.size else np.empty(0, np.int64)
+    if m is not None and arr.shape[0] != m:
+        raise InvalidInputError(f"got {m} codes but {arr.shape[0]} ids")
+    return arr
 
-    codes: np.ndarray  # (capacity, nbytes) uint8
-    ids: np.ndarray  # (capacity,) int64
-    n: int
 
-    @property
-    def live_codes(self) -> np.ndarray:
-        return self.codes[: self.n]
+def check_new_ids(new_ids: np.ndarray) -> np.ndarray:
+    """Refuse negative or repeated ids to add; return them sorted."""
+    if new_ids.size and int(new_ids.min()) < 0:
+        raise InvalidInputError("ids must be >= 0 (-1 marks padding in search results)")
+    srt = np.sort(new_ids)
+    dup = srt[1:][srt[1:] == srt[:-1]]
+    if dup.size:
+        raise InvalidInputError(f"ids to add repeat: {np.unique(dup)[:5].tolist()}")
+    return srt
 
-    @property
-    def live_ids(self) -> np.ndarray:
-        return self.ids[: self.n]
+
+def ids_present_error(clash: np.ndarray) -> InvalidInputError:
+    return InvalidInputError(f"ids already in the index: {clash[:5].tolist()}; remove them first or add "
+                             "without ids to get new ones")
+
+
+def ids_missing_error(missing: np.ndarray) -> InvalidInputError:
+    return InvalidInputError(f"ids not in the index: {missing[:5].tolist()}")
 
 
 def _check_positive_int(value, what: str) -> int:
@@ -85,32 +133,78 @@ def _check_positive_int(value, what: str) -> int:
     return int(value)
 
 
-def _as_id_array(ids, what: str = "ids") -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise InvalidInputError(f"{what} must be a 1-D array of integers, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.empty(0, np.int64)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidInputError(f"{what} must be integers, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
-        raise InvalidInputError(f"{what} must fit in int64")
-    return arr.astype(np.int64, copy=False)
+# --------------------------------------------------------------------------------- state
+@dataclass(frozen=True)
+class _State:
+    """An immutable view of the index: rows [:n] of the buffers, in insertion order."""
+
+    codes: np.ndarray  # (capacity, nbytes) uint8
+    n: int
+    ids: np.ndarray | None = None  # (capacity,) int64, or None: id = row
+    dead: np.ndarray | None = None  # tombstone bitmap over the capacity, or None: no row removed
+    n_dead: int = 0
+    gen: int = 0  # bumped when rows move (compaction): MIH tables of another gen are stale
+    ids_increasing: bool = True  # ids[:n] strictly increasing: binary search finds an id's row
+
+    @property
+    def live_codes(self) -> np.ndarray:
+        """Rows [:n] (removed rows included: searches skip them through `dead_bits`)."""
+        return self.codes[: self.n]
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        return np.arange(self.n, dtype=np.int64) if self.ids is None else self.ids[: self.n]
+
+    @property
+    def dead_bits(self) -> np.ndarray | None:
+        return None if self.dead is None else self.dead[: (self.n + 7) // 8]
+
+    def alive(self) -> np.ndarray | None:
+        """Bool (n,) mask of the rows not removed, or None when none is."""
+        mask = search_cpu.dead_mask(self.dead_bits, self.n)
+        return None if mask is None else ~mask
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """The live row holding each id, or -1."""
+        n = self.n
+        if self.ids is None:
+            rows = np.where((ids >= 0) & (ids < n), ids, -1)
+        elif n == 0:
+            return np.full(ids.shape, -1, np.int64)
+        elif self.ids_increasing:
+            live = self.ids[:n]
+            pos = np.minimum(np.searchsorted(live, ids), n - 1)
+            rows = np.where(live[pos] == ids, pos, -1)
+        else:  # a transient sort of the live ids
+            alive = self.alive()
+            cand = np.arange(n) if alive is None else np.flatnonzero(alive)
+            order = cand[np.argsort(self.ids[cand], kind="stable")]
+            srt = self.ids[order]
+            pos = np.minimum(np.searchsorted(srt, ids), max(srt.size - 1, 0))
+            hit = (srt[pos] == ids) if srt.size else np.zeros(ids.shape, bool)
+            return np.where(hit, order[pos] if srt.size else -1, -1)
+        if self.dead is not None:
+            ok = rows >= 0
+            r = rows[ok]
+            ok[ok] = ((self.dead[r >> 3] >> (r & 7)) & 1) == 0
+            rows = np.where(ok, rows, -1)
+        return rows
 
 
 class HammingIndex:
     """Exact Hamming top-k and range search over packed uint8 codes (see the module docstring)."""
 
     def __init__(self, bits: int, *, backend: str = "auto", device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, method: str = "auto", mih_m: int | None = None,
+                 meta: dict | None = None) -> None:
         self._bits = check_bits(bits)
         self._nbytes = self._bits // 8
-        if backend not in _BACKENDS:
-            raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(_BACKENDS)}")
+        if backend not in BACKENDS:
+            raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if device not in ("cpu", "cuda"):
             raise InvalidInputError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
+        if method not in METHODS:
+            raise InvalidInputError(f"unknown search method {method!r}; choose one of {', '.join(METHODS)}")
         if backend == "cupy":
             device = "cuda"
         elif device == "cuda":
@@ -119,8 +213,21 @@ class HammingIndex:
             backend = "cupy"
         if backend == "numba":
             require("numba", "fast", "HammingIndex(backend='numba')")
+        if method == "mih":
+            if device == "cuda":
+                raise InvalidInputError("method='mih' runs on the CPU; use method='scan' (or 'auto') with "
+                                        "device='cuda'")
+            if backend == "numpy":
+                raise InvalidInputError("method='mih' needs the compiled kernels; use backend='auto' or 'numba'")
+            require("numba", "fast", "HammingIndex(method='mih')")
+        if mih_m is not None:
+            mih.split(self._bits, mih_m)  # checks it
+        index_file.encode_meta(meta)  # checks it
         self._backend = backend
         self._device = device
+        self._method = method
+        self._mih_m = None if mih_m is None else int(mih_m)
+        self._meta = dict(meta or {})
         self._threads = None if threads is None else search_cpu._check_threads(threads)  # noqa: SLF001
         self._gpu = None
         if device == "cuda":
@@ -128,8 +235,9 @@ class HammingIndex:
 
             self._gpu = search_gpu.GpuSearcher(self._bits)
         self._lock = threading.Lock()
-        self._state = _State(np.empty((0, self._nbytes), np.uint8), np.empty(0, np.int64), 0)
-        self._sorted_ids = np.empty(0, np.int64)
+        self._mih_lock = threading.Lock()
+        self._state = _State(np.empty((0, self._nbytes), np.uint8), 0)
+        self._tables: mih.MihTables | None = None
         self._next_id = 0
 
     # ---------------------------------------------------------------- properties
@@ -145,26 +253,48 @@ class HammingIndex:
         return self._backend
 
     @property
+    def method(self) -> str:
+        return self._method
+
+    @property
     def device(self) -> str:
         return self._device
 
+    @property
+    def meta(self) -> dict:
+        """The metadata dict saved with the index (mutable; checked when saved)."""
+        return self._meta
+
     def __len__(self) -> int:
-        return self._state.n
+        st = self._state
+        return st.n - st.n_dead
 
     def __repr__(self) -> str:
-        return f"HammingIndex(bits={self._bits}, n={len(self)}, backend={self.backend!r})"
+        return f"HammingIndex(bits={self._bits}, n={len(self)}, backend={self.backend!r}, method={self._method!r})"
 
     @property
     def ids(self) -> np.ndarray:
         """A copy of the ids, in insertion (tie-break) order."""
-        return self._state.live_ids.copy()
+        st = self._state
+        alive = st.alive()
+        return st.row_ids.copy() if alive is None else st.row_ids[alive]
 
     @property
     def codes(self) -> np.ndarray:
-        """A read-only view of the codes, in insertion order."""
-        view = self._state.live_codes.view()
+        """The codes in insertion order, read-only (a view; a copy once items were removed)."""
+        st = self._state
+        alive = st.alive()
+        view = st.live_codes.view() if alive is None else st.live_codes[alive]
         view.flags.writeable = False
         return view
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held: codes, ids, tombstones (capacity included) and MIH tables."""
+        st = self._state
+        t = self._tables
+        return {"codes": int(st.codes.nbytes), "ids": 0 if st.ids is None else int(st.ids.nbytes),
+                "tombstones": 0 if st.dead is None else int(st.dead.nbytes),
+                "mih": 0 if t is None else t.nbytes}
 
     # ---------------------------------------------------------------- writes
     def add(self, codes: np.ndarray, ids=None) -> np.ndarray:
@@ -172,40 +302,47 @@ class HammingIndex:
         codes = check_codes(codes, self._bits, what="codes to add")
         m = codes.shape[0]
         with self._lock:
+            st = self._state
+            n = st.n
             if ids is None:
                 new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
             else:
-                new_ids = _as_id_array(ids)
-                if new_ids.shape[0] != m:
-                    raise InvalidInputError(f"got {m} codes but {new_ids.shape[0]} ids")
+                new_ids = as_id_array(ids, m)
             if m == 0:
                 return new_ids
-            if int(new_ids.min()) < 0:
-                raise InvalidInputError("ids must be >= 0 (-1 marks padding in search results)")
-            new_sorted = np.sort(new_ids)
-            dup = new_sorted[1:][new_sorted[1:] == new_sorted[:-1]]
-            if dup.size:
-                raise InvalidInputError(f"ids to add repeat: {dup[:5].tolist()}")
-            pos = np.searchsorted(self._sorted_ids, new_sorted)
-            hit = pos < self._sorted_ids.size
-            clash = new_sorted[hit][self._sorted_ids[pos[hit]] == new_sorted[hit]]
-            if clash.size:
-                raise InvalidInputError(f"ids already in the index: {clash[:5].tolist()}")
-            st = self._state
-            n = st.n
-            if n + m <= st.codes.shape[0] and st.codes.flags.writeable and st.ids.flags.writeable:
-                codes_buf, ids_buf = st.codes, st.ids
-            else:
-                cap = max(n + m, int(n * 1.5), 1024)
+            srt = check_new_ids(new_ids)
+            if ids is not None:
+                clash = new_ids[st.rows_of(new_ids) >= 0]
+                if clash.size:
+                    raise ids_present_error(clash)
+            implicit = st.ids is None and new_ids[0] == n and new_ids[-1] == n + m - 1 and \
+                (m == 1 or bool((np.diff(new_ids) == 1).all()))
+            last = int(st.row_ids[-1]) if n else -1
+            increasing = st.ids_increasing and int(new_ids[0]) > last and \
+                (m == 1 or bool((np.diff(new_ids) > 0).all()))
+            cap = st.codes.shape[0]
+            in_place = n + m <= cap and st.codes.flags.writeable and (
+                implicit or (st.ids is not None and st.ids.flags.writeable))
+            if not in_place:
+                cap = n + m if n == 0 else max(n + m, n + n // 4, 256)
+            codes_buf, ids_buf, dead_buf = st.codes, st.ids, st.dead
+            if not in_place:
                 codes_buf = np.empty((cap, self._nbytes), np.uint8)
-                ids_buf = np.empty(cap, np.int64)
                 codes_buf[:n] = st.live_codes
-                ids_buf[:n] = st.live_ids
+                if dead_buf is not None:
+                    dead_buf = np.zeros((cap + 7) // 8, np.uint8)
+                    dead_buf[: (n + 7) // 8] = st.dead_bits
+            if not implicit and (ids_buf is None or not in_place):
+                ids_buf = np.empty(cap, np.int64)
+                ids_buf[:n] = st.row_ids
             codes_buf[n:n + m] = codes
-            ids_buf[n:n + m] = new_ids
-            self._sorted_ids = np.insert(self._sorted_ids, pos, new_sorted)
-            self._next_id = max(self._next_id, int(new_sorted[-1]) + 1)
-            self._state = _State(codes_buf, ids_buf, n + m)  # publish
+            if not implicit:
+                ids_buf[n:n + m] = new_ids
+            self._next_id = max(self._next_id, int(srt[-1]) + 1)
+            new = replace(st, codes=codes_buf, n=n + m, ids=None if implicit else ids_buf, dead=dead_buf,
+                          ids_increasing=increasing)
+            self._state = new  # publish
+            self._refresh_tables(new)
             return new_ids
 
     def remove(self, ids) -> int:
@@ -213,22 +350,69 @@ class HammingIndex:
 
         Every id must be in the index, else InvalidInputError and nothing is removed.
         """
-        rm = np.unique(_as_id_array(ids))
+        rm = np.unique(as_id_array(ids))
         if rm.size == 0:
             return 0
         with self._lock:
-            pos = np.searchsorted(self._sorted_ids, rm)
-            ok = pos < self._sorted_ids.size
-            ok[ok] = self._sorted_ids[pos[ok]] == rm[ok]
-            if not ok.all():
-                raise InvalidInputError(f"ids not in the index: {rm[~ok][:5].tolist()}")
             st = self._state
-            keep = ~np.isin(st.live_ids, rm, assume_unique=True)
-            codes_buf = np.ascontiguousarray(st.live_codes[keep])
-            ids_buf = np.ascontiguousarray(st.live_ids[keep])
-            self._sorted_ids = np.delete(self._sorted_ids, pos)
-            self._state = _State(codes_buf, ids_buf, int(ids_buf.shape[0]))  # publish
+            rows = st.rows_of(rm)
+            if (rows < 0).any():
+                raise ids_missing_error(rm[rows < 0])
+            dead = np.zeros((st.codes.shape[0] + 7) // 8, np.uint8) if st.dead is None else st.dead.copy()
+            np.bitwise_or.at(dead, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
+            new = replace(st, dead=dead, n_dead=st.n_dead + int(rm.size))
+            self._state = new  # publish
+            if new.n_dead > _COMPACT_AT * new.n:
+                self._compact_locked()
             return int(rm.size)
+
+    def compact(self) -> None:
+        """Drop removed rows from memory (ids become explicit if they were implicit)."""
+        with self._lock:
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        st = self._state
+        alive = st.alive()
+        if alive is None:
+            return
+        codes = np.ascontiguousarray(st.live_codes[alive])
+        ids = np.ascontiguousarray(st.row_ids[alive])
+        self._tables = None
+        self._state = _State(codes, int(ids.shape[0]), ids, None, 0, st.gen + 1, st.ids_increasing)
+
+    # ---------------------------------------------------------------- MIH tables
+    def _wants_mih(self, st: _State, k: int | None) -> bool:
+        if self._gpu is not None or self._method == "scan" or st.n == 0:
+            return False
+        if self._method == "mih":
+            return True
+        return (self.backend == "numba" and st.n >= AUTO_MIH_MIN_ITEMS
+                and (k is None or k * 64 <= st.n))
+
+    def _refresh_tables(self, st: _State) -> None:
+        """After an add (writer lock held): rebuild tables whose unindexed tail grew past 1/8."""
+        t = self._tables
+        if t is not None and t.gen == st.gen and st.n - t.n > max(t.n // 8, _MIH_TAIL_MIN):
+            self._tables = mih.build(st.codes, st.n - st.n % 8, st.gen, self._mih_m)
+
+    def _tables_for(self, st: _State) -> mih.MihTables | None:
+        """Tables valid for snapshot st (covering a prefix of it), built on first use."""
+        t = self._tables
+        if t is not None and t.gen == st.gen and t.n <= st.n:
+            return t
+        with self._mih_lock:
+            t = self._tables
+            if t is not None and t.gen == st.gen and t.n <= st.n:
+                return t
+            nb = st.n - st.n % 8  # whole bytes of the tombstone bitmap: the tail starts on one
+            if nb == 0:
+                return None
+            t = mih.build(st.codes, nb, st.gen, self._mih_m)
+            with self._lock:
+                if self._state.gen == st.gen:
+                    self._tables = t
+            return t
 
     # ---------------------------------------------------------------- search
     def _check_queries(self, queries) -> np.ndarray:
@@ -236,6 +420,9 @@ class HammingIndex:
         if queries.shape[0] == 0:
             raise InvalidInputError("the query set is empty: pass at least one query code")
         return np.ascontiguousarray(queries)
+
+    def _threads_for(self, threads: int | None) -> int:
+        return search_cpu._check_threads(threads if threads is not None else self._threads)  # noqa: SLF001
 
     def search(self, queries: np.ndarray, k: int, *, threads: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -247,12 +434,41 @@ class HammingIndex:
         k = _check_positive_int(k, "k")
         queries = self._check_queries(queries)
         st = self._state  # one snapshot for the whole search
+        threads = self._threads_for(threads)
         if self._gpu is not None:
-            dist, pos = self._gpu.topk(st, queries, k)
+            dist, pos = self._gpu_topk(st, queries, k)
+        elif self._wants_mih(st, k) and (t := self._tables_for(st)) is not None:
+            dist, pos = self._mih_topk(st, t, queries, k, threads)
         else:
-            dist, pos = search_cpu.topk(queries, st.live_codes, k, backend=self.backend,
-                                        threads=threads if threads is not None else self._threads)
+            dist, pos = search_cpu.topk(queries, st.live_codes, k, backend=self.backend, threads=threads,
+                                        dead=st.dead_bits)
         return dist, self._positions_to_ids(st, pos)
+
+    def _gpu_topk(self, st: _State, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The GPU scan knows no tombstones: ask for k + removed rows, then drop the removed."""
+        if st.n_dead == 0:
+            return self._gpu.topk(st, queries, k)
+        dist, pos = self._gpu.topk(st, queries, k + st.n_dead)
+        dead = search_cpu.dead_mask(st.dead_bits, st.n)
+        keep = (pos >= 0) & ~dead[np.where(pos >= 0, pos, 0)]
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        dist, pos, keep = (np.take_along_axis(a, order, 1) for a in (dist, pos, keep))
+        return np.where(keep, dist, PAD_DISTANCE).astype(np.int32), np.where(keep, pos, PAD_ID)
+
+    def _mih_topk(self, st: _State, t: mih.MihTables, queries: np.ndarray, k: int, threads: int):
+        budget = int(st.n * AUTO_MIH_BUDGET) + 1 if self._method == "auto" else 0
+        dist, pos, failed = mih.topk(t, queries, st.live_codes, st.dead_bits, k, budget=budget, threads=threads)
+        tail = st.n > t.n
+        if tail:  # rows added since the tables were built: scanned, then merged by (distance, row)
+            dead = None if st.dead is None else st.dead_bits[t.n // 8:]
+            d2, p2 = search_cpu.topk(queries, st.live_codes[t.n:], k, backend="numba", threads=threads, dead=dead)
+            p2 = np.where(p2 >= 0, p2 + t.n, p2)
+            dist, pos = _merge(dist, pos, d2, p2, k)
+        if failed.any():
+            d3, p3 = search_cpu.topk(queries[failed], st.live_codes, k, backend="numba", threads=threads,
+                                     dead=st.dead_bits)
+            dist[failed], pos[failed] = d3, p3
+        return dist, pos
 
     def range_search(self, queries: np.ndarray, radius: int, *, threads: int | None = None
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -264,49 +480,79 @@ class HammingIndex:
             raise InvalidInputError(f"radius must be an integer >= 0, got {radius!r}")
         queries = self._check_queries(queries)
         st = self._state
+        threads = self._threads_for(threads)
         backend = self.backend if self.backend != "cupy" else "auto"
-        lims, dist, pos = search_cpu.range_search(
-            queries, st.live_codes, int(radius), backend=backend,
-            threads=threads if threads is not None else self._threads)
-        ids = st.live_ids[pos] if pos.size else np.empty(0, np.int64)
+        if self._wants_mih(st, None) and (self._method == "mih" or radius <= self._bits // 4) \
+                and (t := self._tables_for(st)) is not None:
+            hits = mih.range_search(t, queries, st.live_codes, st.dead_bits, int(radius), threads=threads)
+            if st.n > t.n:
+                dead = None if st.dead is None else st.dead_bits[t.n // 8:]
+                lims, dist, pos = search_cpu.range_search(queries, st.live_codes[t.n:], int(radius),
+                                                          backend=backend, threads=threads, dead=dead)
+                hits = [_sorted_hits(np.concatenate([d, dist[a:b]]), np.concatenate([p, pos[a:b] + t.n]))
+                        for (d, p), a, b in zip(hits, lims[:-1], lims[1:])]
+            ids = st.row_ids
+            return [(d.astype(np.int32), ids[p]) for d, p in hits]
+        lims, dist, pos = search_cpu.range_search(queries, st.live_codes, int(radius), backend=backend,
+                                                  threads=threads, dead=st.dead_bits)
+        ids = st.row_ids[pos] if pos.size else np.empty(0, np.int64)
         return [(dist[a:b], ids[a:b]) for a, b in zip(lims[:-1], lims[1:])]
 
     @staticmethod
     def _positions_to_ids(st: _State, pos: np.ndarray) -> np.ndarray:
-        if st.n == 0:
-            return np.full(pos.shape, PAD_ID, np.int64)
+        if st.ids is None:
+            return pos  # id = row; padding is PAD_ID (-1) in both
         valid = pos >= 0
-        out = st.live_ids[np.where(valid, pos, 0)]
+        out = st.ids[np.where(valid, pos, 0)] if st.n else np.zeros(pos.shape, np.int64)
         out[~valid] = PAD_ID
         return out
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index atomically in the format of runtime/index_format.py."""
+        """Write the index atomically (format: docs/formats/index-file.md)."""
         st = self._state
-        index_format.write_index(path, self._bits, st.live_ids, st.live_codes)
+        index_file.write_index(path, index_file.IndexFile(
+            self._bits, st.live_codes, None if st.ids is None else st.ids[: st.n], st.dead_bits, self._meta))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = False, *, verify: bool = True,
-             backend: str = "auto", device: str = "cpu", threads: int | None = None) -> "HammingIndex":
-        """Read an index saved by `save`. mmap=True maps the codes read-only (adds then copy them).
+    def load(cls, path: str | os.PathLike, mmap: bool = False, *, verify: bool | None = None,
+             backend: str = "auto", device: str = "cpu", threads: int | None = None,
+             method: str = "auto", mih_m: int | None = None) -> "HammingIndex":
+        """Read an index saved by `save`. mmap=True maps the codes (and ids) read-only; adds then
+        copy them, and resident memory grows only with the pages searches touch.
 
-        verify=False skips the payload checksum (the header and file size are always checked).
-        A truncated, corrupted or newer-version file raises IndexFormatError.
+        verify: check the payload CRC (reads every byte); default True, False with mmap=True (the
+        header, file size and metadata are always checked). A truncated, corrupted or
+        newer-version file raises IndexFormatError.
         """
-        head, ids, codes = index_format.read_index(path, mmap=mmap, verify=verify)
-        index = cls(head["bits"], backend=backend, device=device, threads=threads)
-        sorted_ids = np.sort(ids)
-        if ids.size and (sorted_ids[0] < 0 or (sorted_ids[1:] == sorted_ids[:-1]).any()):
-            raise IndexFormatError(f"{path} holds negative or repeated ids")
-        index._install(codes, ids, sorted_ids)
+        f = index_file.read_index(path, mmap=mmap, verify=(not mmap) if verify is None else verify)
+        index = cls(f.bits, backend=backend, device=device, threads=threads, method=method, mih_m=mih_m,
+                    meta=f.meta)
+        index._install(path, f)
         return index
 
-    def _install(self, codes: np.ndarray, ids: np.ndarray, sorted_ids: np.ndarray) -> None:
+    def _install(self, path, f: index_file.IndexFile) -> None:
+        n = f.codes.shape[0]
+        ids, increasing, n_dead = f.ids, True, 0
+        if f.dead is not None:
+            n_dead = int(np.unpackbits(f.dead, count=n, bitorder="little").sum())
+        if ids is not None and n:
+            step = np.diff(ids)
+            increasing = bool((step > 0).all())
+            if f.version == 1 and increasing and ids[0] == 0 and ids[-1] == n - 1:
+                ids = None  # a version-1 file of implicit ids: keep codes only
+            elif int(ids.min()) < 0:
+                raise IndexFormatError(f"{path} holds negative ids; the file is damaged: rebuild the index")
+            elif not increasing:
+                live = ids if f.dead is None else ids[~search_cpu.dead_mask(f.dead, n)]
+                srt = np.sort(live)
+                if (srt[1:] == srt[:-1]).any():
+                    raise IndexFormatError(f"{path} holds repeated ids; the file is damaged: rebuild the index")
+        st = _State(f.codes, n, ids, f.dead, n_dead, 0, increasing)
         with self._lock:
-            self._sorted_ids = sorted_ids
-            self._next_id = int(sorted_ids[-1]) + 1 if sorted_ids.size else 0
-            self._state = _State(codes, ids, int(ids.shape[0]))
+            self._next_id = n if ids is None else (int(ids.max()) + 1 if n else 0)
+            self._state = st
+            self._tables = None
 
     # ---------------------------------------------------------------- FAISS
     def to_faiss(self, with_ids: bool = True):
@@ -316,16 +562,16 @@ class HammingIndex:
         with_ids=False: a plain `IndexBinaryFlat` (labels are positions).
         """
         faiss = require("faiss", "faiss", "HammingIndex.to_faiss")
-        st = self._state
+        codes, ids = np.ascontiguousarray(self.codes), np.ascontiguousarray(self.ids)
         flat = faiss.IndexBinaryFlat(self._bits)
         if not with_ids:
-            if st.n:
-                flat.add(np.ascontiguousarray(st.live_codes))
+            if codes.shape[0]:
+                flat.add(codes)
             return flat
         idmap = faiss.IndexBinaryIDMap(flat)
         idmap.referenced_objects = [flat]  # keep the wrapped index alive
-        if st.n:
-            idmap.add_with_ids(np.ascontiguousarray(st.live_codes), np.ascontiguousarray(st.live_ids))
+        if codes.shape[0]:
+            idmap.add_with_ids(codes, ids)
         return idmap
 
     @classmethod
@@ -349,3 +595,19 @@ class HammingIndex:
         if n:
             out.add(codes.reshape(n, bits // 8), ids)
         return out
+
+
+def _sorted_hits(dist: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((pos, dist))
+    return dist[order], pos[order]
+
+
+def _merge(d1, p1, d2, p2, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of two (distance, row) lists by (distance, row); padding (row -1) sorts last."""
+    key = np.concatenate([np.where(p1 >= 0, (d1.astype(np.int64) << 40) | p1, np.iinfo(np.int64).max),
+                          np.where(p2 >= 0, (d2.astype(np.int64) << 40) | p2, np.iinfo(np.int64).max)], axis=1)
+    key = np.sort(key, axis=1)[:, :k]
+    pad = key == np.iinfo(np.int64).max
+    dist = np.where(pad, PAD_DISTANCE, key >> 40).astype(np.int32)
+    pos = np.where(pad, PAD_ID, key & ((1 << 40) - 1)).astype(np.int64)
+    return dist, pos

@@ -53,8 +53,13 @@ _BUFFER_BYTES = 256 << 20  # cap on the per-call candidate buffers (queries are 
 # _kernels() to the numba popcount intrinsic and to the compiled helpers (numba freezes globals
 # at compile time); they are never called from Python.
 # --------------------------------------------------------------------------------------------
-popcount = _compact = _accept = _dist = None
+popcount = _compact = _accept = _dist = _alive = None
 _scan_w1 = _scan_w2 = _scan_wn = _dists_w1 = _dists_w2 = _dists_wn = _seed = None
+
+
+def _py_alive(dead, t):
+    """False when row t is tombstoned in the bitmap `dead` (an empty bitmap: nothing is)."""
+    return dead.shape[0] == 0 or ((dead[t >> 3] >> (t & 7)) & 1) == 0
 
 
 def _py_compact(qi, L, k, below, bpos, bd, c):
@@ -95,7 +100,7 @@ def _py_accept(qi, pos, d, L, k, hist, below, cnt, bpos, bd):
     return L
 
 
-def _py_scan_w1(x, db, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
+def _py_scan_w1(x, db, dead, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
     j = b0
     while j < b1 and L >= 0:
         e = min(j + _CHUNK, b1)
@@ -107,7 +112,7 @@ def _py_scan_w1(x, db, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
         if c > 0:
             for t in range(j, e):
                 d = popcount(x ^ db[t])
-                if d <= L:
+                if d <= L and _alive(dead, t):
                     L = _accept(qi, t, d, L, k, hist, below, cnt, bpos, bd)
                     if L < 0:
                         break
@@ -115,7 +120,7 @@ def _py_scan_w1(x, db, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
     return L
 
 
-def _py_scan_w2(x0, x1, db, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
+def _py_scan_w2(x0, x1, db, dead, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
     j = b0
     while j < b1 and L >= 0:
         e = min(j + _CHUNK, b1)
@@ -127,7 +132,7 @@ def _py_scan_w2(x0, x1, db, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
         if c > 0:
             for t in range(j, e):
                 d = popcount(x0 ^ db[2 * t]) + popcount(x1 ^ db[2 * t + 1])
-                if d <= L:
+                if d <= L and _alive(dead, t):
                     L = _accept(qi, t, d, L, k, hist, below, cnt, bpos, bd)
                     if L < 0:
                         break
@@ -142,10 +147,10 @@ def _py_dist(q, qi, db, t, W):
     return s
 
 
-def _py_scan_wn(q, W, db, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
+def _py_scan_wn(q, W, db, dead, b0, b1, L, qi, k, hist, below, cnt, bpos, bd):
     for t in range(b0, b1):
         d = _dist(q, qi, db, t, W)
-        if d <= L:
+        if d <= L and _alive(dead, t):
             L = _accept(qi, t, d, L, k, hist, below, cnt, bpos, bd)
             if L < 0:
                 break
@@ -178,7 +183,7 @@ def _py_seed(dists, m, qi, k, bits, hist, below, cnt, bpos, bd):
     nb = h.shape[0]
     h4 = np.zeros(4 * nb, np.int64)  # 4 interleaved histograms: no store-to-load chains
     m4 = m - m % 4
-    for t in range(0, m4, 4):
+    for t in range(0, m4, 4):  # a tombstoned row has distance nb - 1 (= bits + 1): never taken
         h4[dists[t]] += 1
         h4[nb + dists[t + 1]] += 1
         h4[2 * nb + dists[t + 2]] += 1
@@ -187,12 +192,17 @@ def _py_seed(dists, m, qi, k, bits, hist, below, cnt, bpos, bd):
         h4[dists[t]] += 1
     for d in range(nb):
         h[d] = h4[d] + h4[nb + d] + h4[2 * nb + d] + h4[3 * nb + d]
-    if m < k:  # everything enters; no limit yet
+    live = m - h[nb - 1]
+    h[nb - 1] = 0
+    if live < k:  # everything live enters; no limit yet
+        w = 0
         for t in range(m):
-            bpos[qi, t] = t
-            bd[qi, t] = dists[t]
-        cnt[qi] = m
-        below[qi] = m
+            if dists[t] <= bits:
+                bpos[qi, w] = t
+                bd[qi, w] = dists[t]
+                w += 1
+        cnt[qi] = w
+        below[qi] = w
         return bits
     thr = 0
     c = h[0]
@@ -215,7 +225,7 @@ def _py_seed(dists, m, qi, k, bits, hist, below, cnt, bpos, bd):
     return thr - 1
 
 
-def _py_topk(q, db, k, bits, block, out_d, out_p):
+def _py_topk(q, db, dead, k, bits, block, out_d, out_p):
     """Top-k of queries q (nq, W) against db (n * W,) words; fills out_d/out_p[:, :min(k, n)]."""
     nq, W = q.shape
     n = db.shape[0] // W
@@ -239,6 +249,10 @@ def _py_topk(q, db, k, bits, block, out_d, out_p):
                     _dists_w2(q[qi, 0], q[qi, 1], db, 0, seed, dists)
                 else:
                     _dists_wn(q, qi, W, db, 0, seed, dists)
+                if dead.shape[0]:
+                    for t in range(seed):
+                        if not _alive(dead, t):
+                            dists[t] = bits + 1
                 lim[qi] = _seed(dists, seed, qi, k, bits, hist, below, cnt, bpos, bd)
                 s0 = seed
                 if s0 >= b1:
@@ -247,11 +261,11 @@ def _py_topk(q, db, k, bits, block, out_d, out_p):
             if L < 0:
                 continue
             if W == 1:
-                L = _scan_w1(q[qi, 0], db, s0, b1, L, qi, k, hist, below, cnt, bpos, bd)
+                L = _scan_w1(q[qi, 0], db, dead, s0, b1, L, qi, k, hist, below, cnt, bpos, bd)
             elif W == 2:
-                L = _scan_w2(q[qi, 0], q[qi, 1], db, s0, b1, L, qi, k, hist, below, cnt, bpos, bd)
+                L = _scan_w2(q[qi, 0], q[qi, 1], db, dead, s0, b1, L, qi, k, hist, below, cnt, bpos, bd)
             else:
-                L = _scan_wn(q, W, db, s0, b1, L, qi, k, hist, below, cnt, bpos, bd)
+                L = _scan_wn(q, W, db, dead, s0, b1, L, qi, k, hist, below, cnt, bpos, bd)
             lim[qi] = L
     k_eff = min(k, n)
     counts = np.empty(bits + 2, np.int64)
@@ -287,7 +301,7 @@ def _py_topk(q, db, k, bits, block, out_d, out_p):
                 out_p[qi, o] = bpos[qi, i]
 
 
-def _py_range_count(q, db, radius, block, hist):
+def _py_range_count(q, db, dead, radius, block, hist):
     """hist[qi, d] = number of items at distance d <= radius (d in 0..radius)."""
     nq, W = q.shape
     n = db.shape[0] // W
@@ -307,17 +321,17 @@ def _py_range_count(q, db, radius, block, hist):
                     if c > 0:
                         for t in range(j, e):
                             d = popcount(x ^ db[t])
-                            if d <= radius:
+                            if d <= radius and _alive(dead, t):
                                 hist[qi, d] += 1
                     j = e
             else:
                 for t in range(b0, b1):
                     d = _dist(q, qi, db, t, W)
-                    if d <= radius:
+                    if d <= radius and _alive(dead, t):
                         hist[qi, d] += 1
 
 
-def _py_range_fill(q, db, radius, block, offs, out_d, out_p):
+def _py_range_fill(q, db, dead, radius, block, offs, out_d, out_p):
     """Write each match at offs[qi, d]++: the flat output is in (query, distance, position) order."""
     nq, W = q.shape
     n = db.shape[0] // W
@@ -337,7 +351,7 @@ def _py_range_fill(q, db, radius, block, offs, out_d, out_p):
                     if c > 0:
                         for t in range(j, e):
                             d = popcount(x ^ db[t])
-                            if d <= radius:
+                            if d <= radius and _alive(dead, t):
                                 o = offs[qi, d]
                                 offs[qi, d] = o + 1
                                 out_d[o] = d
@@ -346,7 +360,7 @@ def _py_range_fill(q, db, radius, block, offs, out_d, out_p):
             else:
                 for t in range(b0, b1):
                     d = _dist(q, qi, db, t, W)
-                    if d <= radius:
+                    if d <= radius and _alive(dead, t):
                         o = offs[qi, d]
                         offs[qi, d] = o + 1
                         out_d[o] = d
@@ -399,7 +413,7 @@ def _kernels() -> dict:
         jit = numba.njit(nogil=True, cache=True)
         g = globals()
         g["popcount"] = _popcount
-        for name in ("compact", "accept", "dist", "scan_w1", "scan_w2", "scan_wn",
+        for name in ("alive", "compact", "accept", "dist", "scan_w1", "scan_w2", "scan_wn",
                      "dists_w1", "dists_w2", "dists_wn", "seed"):
             g["_" + name] = jit(g["_py_" + name])
         kernels = {name: jit(g["_py_" + name]) for name in ("topk", "range_count", "range_fill")}
@@ -466,13 +480,31 @@ def _block_rows(nbytes: int) -> int:
     return max(_CHUNK, (_BLOCK_BYTES // max(nbytes, 1)) // _CHUNK * _CHUNK)
 
 
+_NO_DEAD = np.empty(0, np.uint8)
+
+
+def _dead_bits(dead: np.ndarray | None, n: int) -> np.ndarray:
+    """The tombstone bitmap as the kernels take it (an empty array: no row is removed)."""
+    if dead is None:
+        return _NO_DEAD
+    return np.ascontiguousarray(dead[: (n + 7) // 8], dtype=np.uint8)
+
+
+def dead_mask(dead: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The bitmap as a bool (n,) mask (True = removed), or None."""
+    if dead is None:
+        return None
+    return np.unpackbits(np.asarray(dead[: (n + 7) // 8], np.uint8), count=n, bitorder="little").astype(bool)
+
+
 def topk(queries: np.ndarray, database: np.ndarray, k: int, *, backend: str = "auto",
-         threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+         threads: int | None = None, dead: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by Hamming distance: (distances int32 (nq, k), positions int64 (nq, k)).
 
     `queries` (nq, B) and `database` (n, B) are packed uint8 codes of the same width (validated by
-    the caller). Rows are ordered by (distance, position); when k > n the last k - n slots hold
-    PAD_DISTANCE / PAD_ID. backend: "numba", "numpy" or "auto" (numba when installed).
+    the caller). Rows are ordered by (distance, position); when k exceeds the live rows the last
+    slots hold PAD_DISTANCE / PAD_ID. `dead`: a tombstone bitmap (bit r % 8 of byte r // 8 set =
+    row r is removed and never returned). backend: "numba", "numpy" or "auto" (numba when installed).
     """
     nq, n = queries.shape[0], database.shape[0]
     bits = queries.shape[1] * 8
@@ -483,10 +515,12 @@ def topk(queries: np.ndarray, database: np.ndarray, k: int, *, backend: str = "a
         return out_d, out_p
     backend = _resolve(backend)
     if backend == "numpy":
-        _run_parallel(lambda a, b: _topk_numpy(queries[a:b], database, k, out_d[a:b], out_p[a:b]),
+        mask = dead_mask(dead, n)
+        _run_parallel(lambda a, b: _topk_numpy(queries[a:b], database, k, out_d[a:b], out_p[a:b], mask),
                       nq, threads)
         return out_d, out_p
     kern = _kernels()["topk"]
+    dead = _dead_bits(dead, n)
     q, db = _as_words(queries), _as_words(database).reshape(-1)
     block = _block_rows(queries.shape[1])
     # bound the candidate buffers: (2k + 64) * 16 bytes per query in flight
@@ -495,14 +529,15 @@ def topk(queries: np.ndarray, database: np.ndarray, k: int, *, backend: str = "a
     def work(a: int, b: int) -> None:
         for s in range(a, b, batch):
             e = min(b, s + batch)
-            kern(q[s:e], db, k, bits, block, out_d[s:e], out_p[s:e])
+            kern(q[s:e], db, dead, k, bits, block, out_d[s:e], out_p[s:e])
 
     _run_parallel(work, nq, threads)
     return out_d, out_p
 
 
 def range_search(queries: np.ndarray, database: np.ndarray, radius: int, *, backend: str = "auto",
-                 threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 threads: int | None = None, dead: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All items with distance <= radius: (lims int64 (nq+1,), distances int32, positions int64).
 
     Query i's results are distances[lims[i]:lims[i+1]], ordered by (distance, position).
@@ -515,12 +550,13 @@ def range_search(queries: np.ndarray, database: np.ndarray, radius: int, *, back
         return np.zeros(nq + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
     backend = _resolve(backend)
     if backend == "numpy":
-        return _range_numpy(queries, database, radius)
+        return _range_numpy(queries, database, radius, dead_mask(dead, n))
     kerns = _kernels()
+    dead = _dead_bits(dead, n)
     q, db = _as_words(queries), _as_words(database).reshape(-1)
     block = _block_rows(queries.shape[1])
     hist = np.zeros((nq, radius + 1), np.int64)
-    _run_parallel(lambda a, b: kerns["range_count"](q[a:b], db, radius, block, hist[a:b]),
+    _run_parallel(lambda a, b: kerns["range_count"](q[a:b], db, dead, radius, block, hist[a:b]),
                   nq, threads)
     flat = hist.reshape(-1)
     offs = np.zeros(flat.size, np.int64)
@@ -531,7 +567,7 @@ def range_search(queries: np.ndarray, database: np.ndarray, radius: int, *, back
     lims[-1] = int(flat.sum())
     out_d = np.empty(lims[-1], np.int32)
     out_p = np.empty(lims[-1], np.int64)
-    _run_parallel(lambda a, b: kerns["range_fill"](q[a:b], db, radius, block, offs[a:b], out_d, out_p),
+    _run_parallel(lambda a, b: kerns["range_fill"](q[a:b], db, dead, radius, block, offs[a:b], out_d, out_p),
                   nq, threads)
     return lims, out_d, out_p
 
@@ -559,12 +595,16 @@ def _distance_blocks(queries: np.ndarray, database: np.ndarray):
         yield s, hamming_distances(queries[s:s + rows], database)
 
 
-def _topk_numpy(queries, database, k, out_d, out_p) -> None:
+def _topk_numpy(queries, database, k, out_d, out_p, dead=None) -> None:
     n = database.shape[0]
     bits = queries.shape[1] * 8
-    k_eff = min(k, n)
+    k_eff = min(k, n if dead is None else n - int(dead.sum()))
+    if k_eff == 0:
+        return
     for s, dist in _distance_blocks(queries, database):
         for i, row in enumerate(dist):
+            if dead is not None:
+                row[dead] = bits + 1  # removed rows sort after every live one
             hist = np.bincount(row, minlength=bits + 1)
             thr = int(np.searchsorted(np.cumsum(hist), k_eff))  # smallest t with count(<= t) >= k
             cand = np.flatnonzero(row <= thr)
@@ -573,12 +613,12 @@ def _topk_numpy(queries, database, k, out_d, out_p) -> None:
             out_d[s + i, :k_eff] = row[cand[order]]
 
 
-def _range_numpy(queries, database, radius):
+def _range_numpy(queries, database, radius, dead=None):
     lims = [0]
-    ds, ps = [], []
+    ds, ps = [np.empty(0, np.int32)], [np.empty(0, np.int64)]
     for _, dist in _distance_blocks(queries, database):
         for row in dist:
-            cand = np.flatnonzero(row <= radius)
+            cand = np.flatnonzero((row <= radius) if dead is None else (row <= radius) & ~dead)
             order = np.argsort(row[cand], kind="stable")
             ps.append(cand[order])
             ds.append(row[cand[order]].astype(np.int32))

@@ -42,9 +42,7 @@ import threading
 import numpy as np
 
 from cmhash.errors import InvalidInputError, MissingDependencyError, require
-
-PAD_DISTANCE = int(np.iinfo(np.int32).max)
-PAD_ID = -1
+from cmhash.runtime.search_cpu import PAD_DISTANCE, PAD_ID
 _THREADS = 256
 _SAMPLE_MIN = 16384  # first bound: the k-th distance over max(4k, this many) leading items
 _SAMPLE_FRACTION = 16  # second, tighter bound: over the leading n / 16 items

@@ -5,8 +5,8 @@ searching it then yields seqs directly, already in (distance, seq) order, which 
 needs (see merge.py). The user's ids sit in a parallel array; since seqs only grow and removal
 keeps the order, `seqs` stays sorted and maps a seq to its row with one binary search.
 
-On disk a shard is two files: `NAME.cmhx`, a regular index file (runtime/index_format.py) holding
-the user ids and codes in seq order, so it also loads as a plain HammingIndex of that shard, and
+On disk a shard is two files: `NAME.cmhx`, a regular index file (docs/formats/index-file.md) holding
+the user ids, the codes in seq order and the sharded index's metadata, so it also loads as a plain HammingIndex of that shard, and
 `NAME.seq.npy`, the seqs, whose CRC-32 the sharded index's manifest records.
 """
 
@@ -19,8 +19,8 @@ import zlib
 import numpy as np
 
 from cmhash.errors import IndexFormatError, InvalidInputError
-from cmhash.runtime import index_format
 from cmhash.runtime.distributed.merge import SEQ_PAD
+from cmhash.runtime.formats import index_file
 from cmhash.runtime.index import PAD_ID, HammingIndex
 from cmhash.runtime.io import atomic_write
 
@@ -32,15 +32,16 @@ def seq_crc32(seqs: np.ndarray) -> int:
 class IndexShard:
     """A HammingIndex keyed by seq, plus the user ids; every method is one Ray actor call."""
 
-    def __init__(self, number: int, bits: int, *, backend: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, number: int, bits: int, *, backend: str = "auto", threads: int | None = None,
+                 method: str = "auto", meta: dict | None = None) -> None:
         self.number = number
         self._bits = bits
-        self._backend = backend
-        self._threads = threads
+        self._kwargs = {"backend": backend, "threads": threads, "method": method}
+        self.meta = dict(meta or {})
         self._reset()
 
     def _reset(self) -> None:
-        self.index = HammingIndex(self._bits, backend=self._backend, threads=self._threads)
+        self.index = HammingIndex(self._bits, **self._kwargs)
         self.user_ids = np.empty(0, np.int64)
         self.seqs = np.empty(0, np.int64)  # the index's ids (insertion order = ascending), kept to avoid copies
         # A new token whenever this state is created: an actor that Ray restarted (and that came
@@ -96,9 +97,12 @@ class IndexShard:
         return [(d, s, self._ids_of(s)) for d, s in hits], self.info()
 
     # ------------------------------------------------------------------ files
-    def save(self, index_path: str, seq_path: str) -> dict:
+    def save(self, index_path: str, seq_path: str, meta: dict | None = None) -> dict:
         """Write both files atomically; return info plus the seqs' CRC for the manifest."""
-        index_format.write_index(index_path, self._bits, self.user_ids, self.index.codes)
+        if meta is not None:
+            self.meta = dict(meta)
+        index_file.write_index(index_path, index_file.IndexFile(self._bits, self.index.codes, self.user_ids,
+                                                                meta=self.meta))
         seqs = np.ascontiguousarray(self.seqs, dtype="<i8")
         with atomic_write(seq_path) as fh:
             np.save(fh, seqs, allow_pickle=False)
@@ -106,10 +110,13 @@ class IndexShard:
 
     def load(self, index_path: str, seq_path: str, count: int, crc: int) -> dict:
         """Replace the state with a saved shard, checked against the manifest's count and CRC."""
-        head, ids, codes = index_format.read_index(index_path)
-        if head["bits"] != self._bits:
+        f = index_file.read_index(index_path)
+        if f.bits != self._bits:
             raise IndexFormatError(
-                f"{index_path} holds {head['bits']}-bit codes; the sharded index is {self._bits}-bit")
+                f"{index_path} holds {f.bits}-bit codes; the sharded index is {self._bits}-bit")
+        alive = None if f.dead is None else ~np.unpackbits(f.dead, count=f.codes.shape[0], bitorder="little").astype(bool)
+        codes = f.codes if alive is None else f.codes[alive]
+        ids = np.arange(codes.shape[0], dtype=np.int64) if f.ids is None else f.ids if alive is None else f.ids[alive]
         try:
             seqs = np.load(seq_path, allow_pickle=False)
         except FileNotFoundError as exc:
@@ -125,4 +132,5 @@ class IndexShard:
         self.index.add(codes, seqs)
         self.user_ids = ids.copy()
         self.seqs = seqs
-        return self.info()
+        self.meta = f.meta
+        return {**self.info(), "meta": f.meta}

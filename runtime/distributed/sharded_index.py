@@ -10,9 +10,11 @@
 Results equal a single HammingIndex holding the same items added in the same order: ids,
 distances and tie order (see merge.py). Every added item gets the next global sequence number
 (seq) and goes to shard `seq % shards`; searches fan out to every shard and merge by
-(distance, seq). Ids follow HammingIndex's rules (int64 >= 0, unique across all shards; `add`
-without ids continues after the largest id the index has held; `remove` of an absent id removes
-nothing and raises).
+(distance, seq). Ids follow HammingIndex's rules, checked by the same functions (runtime/index.py:
+int64 >= 0, unique across all shards; `add` without ids continues after the largest id the index
+has held; `remove` of an absent id removes nothing and raises). Each shard searches with
+HammingIndex's `method` (scan or multi-index hashing, identical results); `meta` is saved in every
+shard file and comes back with `load`.
 
 Failures: when a shard's actor has died (or Ray restarted it empty), every call that needs it
 raises ShardUnavailableError naming the shard, never a result without its items. Restore it with
@@ -40,9 +42,10 @@ from cmhash.runtime.codes import check_bits, check_codes
 from cmhash.runtime.distributed.cluster import cluster_cpus, gather, init, ray_module
 from cmhash.runtime.distributed.manifest import Manifest, ShardEntry, is_sharded_index, read_manifest, write_manifest
 from cmhash.runtime.distributed.merge import merge_ranges, merge_topk
+from cmhash.runtime.formats.index_file import encode_meta
+from cmhash.runtime.index import BACKENDS, METHODS, as_id_array, check_new_ids, ids_missing_error, ids_present_error
 
 _REMOTE: Any = None
-_BACKENDS = ("auto", "numba", "numpy", "cupy")  # HammingIndex's
 
 
 def _remote_shard() -> Any:
@@ -65,34 +68,26 @@ def _positive(value: Any, what: str) -> int:
     return int(value)
 
 
-def _id_array(ids: Any, m: int | None = None) -> np.ndarray:
-    arr = np.asarray(ids).reshape(-1) if np.ndim(ids) == 0 else np.asarray(ids)
-    if arr.ndim != 1:
-        raise InvalidInputError(f"ids must be a 1-D array of integers, got shape {arr.shape}")
-    if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
-        raise InvalidInputError(f"ids must be integers, got dtype {arr.dtype}")
-    if arr.size and arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
-        raise InvalidInputError("ids must fit in int64")
-    arr = arr.astype(np.int64, copy=False)
-    if m is not None and arr.shape[0] != m:
-        raise InvalidInputError(f"got {m} codes but {arr.shape[0]} ids")
-    return arr
-
-
 class ShardedIndex:
     """Exact Hamming search over shards held by Ray actors (see the module docstring)."""
 
     def __init__(self, bits: int, shards: int, *, num_cpus: float | None = None, threads: int | None = None,
-                 backend: str = "auto", timeout_s: float | None = None) -> None:
+                 backend: str = "auto", timeout_s: float | None = None, method: str = "auto",
+                 meta: dict | None = None) -> None:
         """`num_cpus`: Ray CPUs reserved per shard actor (default: min(1, cluster CPUs / shards), so
         that every shard fits); `threads`: search threads per shard (default max(1, num_cpus));
-        `timeout_s`: how long a call waits for a shard before ShardUnavailableError."""
+        `timeout_s`: how long a call waits for a shard before ShardUnavailableError; `method`:
+        each shard's HammingIndex method; `meta`: a small JSON dict saved with the shards."""
         self._ray = ray_module("ShardedIndex")
         init()  # joins the session already started (ray_cluster), else starts a local one
         self._bits = check_bits(bits)
         n = _positive(shards, "shards")
-        if backend not in _BACKENDS:  # checked here: in the actors it would surface as a dead shard
-            raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(_BACKENDS)}")
+        if backend not in BACKENDS:  # checked here: in the actors it would surface as a dead shard
+            raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if method not in METHODS:
+            raise InvalidInputError(f"unknown search method {method!r}; choose one of {', '.join(METHODS)}")
+        encode_meta(meta)  # checks it
+        self.meta = dict(meta or {})
         total = cluster_cpus()
         if num_cpus is None:
             num_cpus = min(1.0, math.floor(total / n * 1e4) / 1e4)  # Ray's resource granularity is 1e-4
@@ -103,7 +98,8 @@ class ShardedIndex:
             raise InvalidInputError(f"{n} shards x num_cpus={num_cpus} need {num_cpus * n:g} CPUs but the cluster has "
                                     f"{total}; use fewer shards, a smaller num_cpus, or a bigger cluster")
         self._num_cpus = num_cpus
-        self._shard_kwargs = {"backend": backend, "threads": threads or max(1, int(num_cpus))}
+        self._shard_kwargs = {"backend": backend, "threads": threads or max(1, int(num_cpus)), "method": method,
+                              "meta": self.meta}
         self._timeout = timeout_s
         self._actors = [self._spawn(i) for i in range(n)]
         self._tokens: list[str] = [""] * n
@@ -184,17 +180,13 @@ class ShardedIndex:
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
         else:
-            new_ids = _id_array(ids, m)
+            new_ids = as_id_array(ids, m)
         if m == 0:
             return new_ids
-        if int(new_ids.min()) < 0:
-            raise InvalidInputError("ids must be >= 0 (-1 marks padding in search results)")
-        uniq, counts = np.unique(new_ids, return_counts=True)
-        if (counts > 1).any():
-            raise InvalidInputError(f"ids to add repeat: {uniq[counts > 1][:5].tolist()}")
+        uniq = check_new_ids(new_ids)
         clash = new_ids[self._present(new_ids)]
         if clash.size:
-            raise InvalidInputError(f"ids already in the index: {clash[:5].tolist()}")
+            raise ids_present_error(clash)
         seqs = np.arange(self._next_seq, self._next_seq + m, dtype=np.int64)
         shard_of = seqs % self.num_shards
         numbers = [i for i in range(self.num_shards) if (shard_of == i).any()]
@@ -208,13 +200,13 @@ class ShardedIndex:
 
     def remove(self, ids: Any) -> int:
         """Remove the items with these ids; all must be present, else InvalidInputError and nothing changes."""
-        rm = np.unique(_id_array(ids))
+        rm = np.unique(as_id_array(ids))
         if rm.size == 0:
             return 0
         found = self._call(list(range(self.num_shards)), "contains", "a lookup of ids", rm)
         missing = rm[~np.logical_or.reduce(found)]
         if missing.size:
-            raise InvalidInputError(f"ids not in the index: {missing[:5].tolist()}")
+            raise ids_missing_error(missing)
         numbers = [i for i, hit in enumerate(found) if hit.any()]
         self._dirty.update(numbers)
         refs = [self._actors[i].remove.remote(rm) for i in numbers]
@@ -270,7 +262,8 @@ class ShardedIndex:
         old = read_manifest(folder) if is_sharded_index(folder) else None
         generation = (old.generation if old else 0) + 1
         names = [Manifest.file_names(i, generation) for i in range(self.num_shards)]
-        infos = self._call_each("save", "save", [(str(folder / a), str(folder / b)) for a, b in names])
+        encode_meta(self.meta)  # checked here: in the actors a bad dict would surface as a dead shard
+        infos = self._call_each("save", "save", [(str(folder / a), str(folder / b), self.meta) for a, b in names])
         self._expect(infos, range(self.num_shards))
         entries = [ShardEntry(a, b, info["count"], info["seq_crc32"]) for (a, b), info in zip(names, infos)]
         manifest = Manifest(self._bits, generation, self._next_seq, self._next_id, entries)
@@ -287,14 +280,16 @@ class ShardedIndex:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, num_cpus: float | None = None, threads: int | None = None,
-             backend: str = "auto", timeout_s: float | None = None) -> "ShardedIndex":
+             backend: str = "auto", timeout_s: float | None = None, method: str = "auto") -> "ShardedIndex":
         """Start one actor per saved shard and load it (every actor reads its own files)."""
         folder = Path(folder).resolve()
         manifest = read_manifest(folder)
         index = cls(manifest.bits, len(manifest.shards), num_cpus=num_cpus, threads=threads, backend=backend,
-                    timeout_s=timeout_s)
+                    timeout_s=timeout_s, method=method)
         args = [(str(folder / s.index), str(folder / s.seqs), s.count, s.seq_crc32) for s in manifest.shards]
-        index._expect(index._call_each("load", "load", args), range(index.num_shards), fresh=True)
+        infos = index._call_each("load", "load", args)
+        index._expect(infos, range(index.num_shards), fresh=True)
+        index.meta = infos[0]["meta"] if infos else {}
         index._next_seq, index._next_id = manifest.next_seq, manifest.next_id
         index._saved = (folder, manifest)
         index._dirty.clear()

@@ -1,62 +1,72 @@
-"""The on-disk format of a HammingIndex (`.cmhx`), version 1.
+"""The Hamming index file (`.cmhx`): one reader (`read_index`) and one writer (`write_index`).
 
-All integers are little-endian. The file is three regions: a 64-byte header, the ids, the codes.
-
-    offset  size  field
-    0       8     magic          b"CMHASHIX"
-    8       4     version        u32, 1 (a reader refuses a higher version: upgrade cmhash)
-    12      4     header_size    u32, 64
-    16      4     bits           u32, a positive multiple of 8
-    20      4     code_bytes     u32, bits // 8 (checked against bits)
-    24      8     count          u64, number of items n
-    32      8     ids_offset     u64, 64
-    40      8     codes_offset   u64, align64(64 + 8 n)
-    48      4     payload_crc32  u32, CRC-32 (zlib) of the ids bytes followed by the codes bytes
-    52      4     header_crc32   u32, CRC-32 of header bytes 0..51
-    56      8     reserved       zeros
-    64      8 n   ids            int64, in insertion (= search tie-break) order
-    ...           padding        zeros up to codes_offset
-    codes   n*B   codes          uint8 (n, code_bytes), FAISS bit layout (see runtime.codes)
-
-The file size is exactly `codes_offset + n * code_bytes`.
-
-Reading checks, in order, before it allocates anything sized by the header: the magic, the version,
-the header CRC, the fields' consistency (bits, code_bytes, offsets derived from count), and that the
-file size equals the size the count implies; so a forged or corrupted count is refused, never
-allocated. Then it reads the ids and codes (codes optionally memory-mapped) and checks the payload
-CRC. Every failure is an `IndexFormatError`. Files are written through `runtime.io.atomic_write`,
-so a reader sees the old file or the whole new one.
+Version 2 stores the codes alone when ids are implicit (id = insertion position), so a 64-bit
+index costs 8 bytes per code plus O(1) on disk, and `mmap=True` maps the codes (and the ids, when
+present) without reading them. Optional sections follow the codes: the user ids, the tombstone
+bitmap of removed rows, and a small JSON metadata block (issue 17 stores the encoder's model
+identity there). Version-1 files (header, ids, codes) still load. The byte layout, the checks in
+order and the upgrade path are specified in docs/formats/index-file.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cmhash.errors import DataNotFoundError, IndexFormatError
+from cmhash.errors import DataNotFoundError, IndexFormatError, InvalidInputError
 from cmhash.runtime.io import atomic_write
 
 MAGIC = b"CMHASHIX"
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 64
-_HEAD = struct.Struct("<8sIIIIQQQI")  # through payload_crc32: 52 bytes
+META_MAX = 64 * 1024  # bytes of the JSON metadata block, at most
+FLAG_IDS = 1  # the file holds user ids (else id = row position)
+FLAG_DEAD = 2  # the file holds a tombstone bitmap (some rows are removed)
+_KNOWN_FLAGS = FLAG_IDS | FLAG_DEAD
+_HEAD_V1 = struct.Struct("<8sIIIIQQQI")  # through payload_crc32: 52 bytes
+_HEAD_V2 = struct.Struct("<8sIIIIQQIII")  # magic .. payload_crc32: 52 bytes
 _CRC = struct.Struct("<I")
 _CHUNK = 16 << 20  # bytes per CRC / write step
+
+
+@dataclass
+class IndexFile:
+    """What an index file holds. `ids` None: id = row; `dead` None: no row is removed."""
+
+    bits: int
+    codes: np.ndarray  # (n, bits // 8) uint8, rows in insertion order (removed rows included)
+    ids: np.ndarray | None = None  # (n,) int64
+    dead: np.ndarray | None = None  # (ceil(n / 8),) uint8, bit r % 8 of byte r // 8 = row r removed
+    meta: dict = field(default_factory=dict)
+    version: int = VERSION
 
 
 def _align64(x: int) -> int:
     return (x + 63) // 64 * 64
 
 
-def layout(bits: int, count: int) -> tuple[int, int, int]:
-    """(ids_offset, codes_offset, file_size) of an index of `count` codes of `bits` bits."""
-    ids_offset = HEADER_SIZE
-    codes_offset = _align64(ids_offset + 8 * count)
-    return ids_offset, codes_offset, codes_offset + count * (bits // 8)
+def layout(bits: int, count: int, flags: int = 0, meta_len: int = 0) -> dict[str, int]:
+    """Offsets of a version-2 file's sections and its exact size (Python ints: no overflow)."""
+    codes = _align64(HEADER_SIZE + meta_len)
+    end = codes + count * (bits // 8)
+    ids = _align64(end) if flags & FLAG_IDS else 0
+    if ids:
+        end = ids + 8 * count
+    dead = _align64(end) if flags & FLAG_DEAD else 0
+    if dead:
+        end = dead + (count + 7) // 8
+    return {"meta": HEADER_SIZE, "codes": codes, "ids": ids, "dead": dead, "size": end}
+
+
+def layout_v1(bits: int, count: int) -> dict[str, int]:
+    codes = _align64(HEADER_SIZE + 8 * count)
+    return {"ids": HEADER_SIZE, "codes": codes, "size": codes + count * (bits // 8)}
 
 
 def _bytes(arr: np.ndarray) -> memoryview:
@@ -71,21 +81,50 @@ def _crc(buf, crc: int = 0) -> int:
     return crc
 
 
-def write_index(path: str | os.PathLike, bits: int, ids: np.ndarray, codes: np.ndarray) -> None:
-    """Write ids (n,) int64 and codes (n, bits // 8) uint8 atomically in format version 1."""
-    ids = np.ascontiguousarray(ids, dtype="<i8")
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    n = ids.shape[0]
-    ids_offset, codes_offset, _ = layout(bits, n)
-    payload_crc = _crc(codes, _crc(ids))
-    head = _HEAD.pack(MAGIC, VERSION, HEADER_SIZE, bits, bits // 8, n, ids_offset, codes_offset,
-                      payload_crc)
-    header = head + _CRC.pack(zlib.crc32(head)) + bytes(HEADER_SIZE - _HEAD.size - _CRC.size)
+def encode_meta(meta: dict | None) -> bytes:
+    """The metadata block's bytes: a JSON object (sorted keys, UTF-8), at most META_MAX bytes."""
+    if meta is None:
+        return b""
+    if not isinstance(meta, dict):
+        raise InvalidInputError(f"index metadata must be a dict of JSON values, got {type(meta).__name__}")
+    if not meta:
+        return b""
+    try:
+        raw = json.dumps(meta, sort_keys=True, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"index metadata must be JSON-serialisable (str, int, float, list, dict): {exc}") from exc
+    if len(raw) > META_MAX:
+        raise InvalidInputError(f"index metadata is {len(raw)} bytes as JSON; the limit is {META_MAX}: keep it small "
+                                "(a model identity, a few names), not per-item data")
+    return raw
+
+
+def write_index(path: str | os.PathLike, f: IndexFile) -> None:
+    """Write `f` atomically in format version 2 (ids and tombstones only when present)."""
+    codes = np.ascontiguousarray(f.codes, dtype=np.uint8)
+    n = codes.shape[0]
+    meta = encode_meta(f.meta)
+    flags = (FLAG_IDS if f.ids is not None else 0) | (FLAG_DEAD if f.dead is not None else 0)
+    lay = layout(f.bits, n, flags, len(meta))
+    sections: list[tuple[int, np.ndarray]] = [(lay["codes"], codes)]
+    if f.ids is not None:
+        sections.append((lay["ids"], np.ascontiguousarray(f.ids, dtype="<i8")))
+    if f.dead is not None:
+        sections.append((lay["dead"], np.ascontiguousarray(f.dead, dtype=np.uint8)[: (n + 7) // 8]))
+    payload = 0
+    for _, arr in sections:
+        payload = _crc(arr, payload)
+    head = _HEAD_V2.pack(MAGIC, VERSION, HEADER_SIZE, f.bits, f.bits // 8, n, flags, len(meta),
+                         zlib.crc32(meta), payload)
+    header = head + _CRC.pack(zlib.crc32(head)) + bytes(HEADER_SIZE - _HEAD_V2.size - _CRC.size)
     with atomic_write(path, "wb") as fh:
         fh.write(header)
-        _write(fh, ids)
-        fh.write(bytes(codes_offset - ids_offset - 8 * n))
-        _write(fh, codes)
+        fh.write(meta)
+        at = HEADER_SIZE + len(meta)
+        for offset, arr in sections:
+            fh.write(bytes(offset - at))
+            _write(fh, arr)
+            at = offset + arr.nbytes
 
 
 def _write(fh, arr: np.ndarray) -> None:
@@ -95,20 +134,24 @@ def _write(fh, arr: np.ndarray) -> None:
 
 
 def read_header(path: str | os.PathLike) -> dict:
-    """Parse and validate the header (and the file size); allocates nothing sized by it."""
+    """Parse and validate the header and the file size; allocates nothing sized by the header."""
     path = Path(path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             raw = fh.read(HEADER_SIZE)
     except FileNotFoundError as exc:
-        raise DataNotFoundError(f"no index file at {path}") from exc
+        raise DataNotFoundError(f"no index file at {path}: check the path, or build one with "
+                                "`cmhash index build`") from exc
+    except IsADirectoryError as exc:
+        raise IndexFormatError(f"{path} is a folder, not an index file (a sharded index is opened with "
+                               "ShardedIndex.load)") from exc
     if len(raw) < 8 or raw[:8] != MAGIC:
         raise IndexFormatError(f"{path} is not a cmhash index file (bad magic bytes {raw[:8]!r})")
     if len(raw) < HEADER_SIZE:
-        raise IndexFormatError(f"{path} is truncated: {size} bytes, shorter than the {HEADER_SIZE}-byte header")
-    magic, version, header_size, bits, code_bytes, count, ids_offset, codes_offset, payload_crc = \
-        _HEAD.unpack_from(raw)
+        raise IndexFormatError(f"{path} is truncated: {size} bytes, shorter than the {HEADER_SIZE}-byte header; "
+                               "rebuild it or restore it from a copy")
+    (version,) = struct.unpack_from("<I", raw, 8)
     if version > VERSION:
         raise IndexFormatError(
             f"{path} uses index format version {version}, but this cmhash reads up to version "
@@ -116,45 +159,109 @@ def read_header(path: str | os.PathLike) -> dict:
         )
     if version < 1:
         raise IndexFormatError(f"{path} has an invalid format version {version}")
-    (header_crc,) = _CRC.unpack_from(raw, _HEAD.size)
-    if zlib.crc32(raw[:_HEAD.size]) != header_crc:
+    (header_crc,) = _CRC.unpack_from(raw, 52)
+    if zlib.crc32(raw[:52]) != header_crc:
         raise IndexFormatError(f"{path} is corrupted: the header checksum does not match")
+    head = _header_v1(path, raw) if version == 1 else _header_v2(path, raw)
+    if size != head["size"]:
+        what = "truncated" if size < head["size"] else "longer than its header says"
+        raise IndexFormatError(
+            f"{path} is {what}: the header declares {head['count']} items of {head['bits']} bits "
+            f"({head['size']} bytes) but the file has {size} bytes; rebuild it or restore it from a copy"
+        )
+    return head
+
+
+def _check_bits(path, header_size: int, bits: int, code_bytes: int) -> None:
     if header_size != HEADER_SIZE or bits <= 0 or bits % 8 or code_bytes * 8 != bits:
         raise IndexFormatError(
             f"{path} has an inconsistent header (header_size={header_size}, bits={bits}, code_bytes={code_bytes})"
         )
-    exp_ids, exp_codes, exp_size = layout(bits, count)  # Python ints: no overflow
-    if (ids_offset, codes_offset) != (exp_ids, exp_codes):
+
+
+def _header_v1(path, raw: bytes) -> dict:
+    _, version, header_size, bits, code_bytes, count, ids_offset, codes_offset, payload_crc = \
+        _HEAD_V1.unpack_from(raw)
+    _check_bits(path, header_size, bits, code_bytes)
+    lay = layout_v1(bits, count)
+    if (ids_offset, codes_offset) != (lay["ids"], lay["codes"]):
         raise IndexFormatError(f"{path} has inconsistent offsets for {count} items")
-    if size != exp_size:
-        what = "truncated" if size < exp_size else "longer than its header says"
-        raise IndexFormatError(
-            f"{path} is {what}: the header declares {count} items of {bits} bits "
-            f"({exp_size} bytes) but the file has {size} bytes"
-        )
-    return {"version": version, "bits": bits, "count": count, "ids_offset": ids_offset,
-            "codes_offset": codes_offset, "payload_crc32": payload_crc, "size": size}
+    return {"version": version, "bits": bits, "count": count, "flags": FLAG_IDS, "meta_len": 0,
+            "meta_crc32": 0, "payload_crc32": payload_crc, **lay}
 
 
-def read_index(path: str | os.PathLike, mmap: bool = False, verify: bool = True):
-    """Return (header dict, ids int64 (n,), codes uint8 (n, bits // 8)).
+def _header_v2(path, raw: bytes) -> dict:
+    _, version, header_size, bits, code_bytes, count, flags, meta_len, meta_crc, payload_crc = \
+        _HEAD_V2.unpack_from(raw)
+    _check_bits(path, header_size, bits, code_bytes)
+    if flags & ~_KNOWN_FLAGS:
+        raise IndexFormatError(f"{path} sets unknown flags {flags:#x}: it was written by a newer cmhash; "
+                               "upgrade cmhash (pip install -U cmhash) to load it")
+    if meta_len > META_MAX:
+        raise IndexFormatError(f"{path} declares a {meta_len}-byte metadata block; the limit is {META_MAX}")
+    if raw[56:64] != bytes(8):
+        raise IndexFormatError(f"{path} has non-zero reserved header bytes")
+    lay = layout(bits, count, flags, meta_len)
+    return {"version": version, "bits": bits, "count": count, "flags": flags, "meta_len": meta_len,
+            "meta_crc32": meta_crc, "payload_crc32": payload_crc, **lay}
 
-    mmap=True maps the codes read-only instead of reading them. verify=False skips the payload CRC
-    (reading every byte); the header and the size are always checked.
+
+def _read_meta(path, fh, head: dict) -> dict:
+    if not head["meta_len"]:
+        return {}
+    fh.seek(head["meta"])
+    raw = fh.read(head["meta_len"])
+    if len(raw) != head["meta_len"] or zlib.crc32(raw) != head["meta_crc32"]:
+        raise IndexFormatError(f"{path} is corrupted: the metadata checksum does not match")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IndexFormatError(f"{path} has an unreadable metadata block ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise IndexFormatError(f"{path}: the metadata block is not a JSON object")
+    return meta
+
+
+def read_index(path: str | os.PathLike, mmap: bool = False, verify: bool = True) -> IndexFile:
+    """Read an index file (version 1 or 2).
+
+    mmap=True maps the codes and the ids read-only instead of reading them. verify=False skips the
+    payload CRC (which reads every byte); the header, the size and the metadata are always checked.
     """
     head = read_header(path)
-    n, bits = head["count"], head["bits"]
+    n, bits, flags = head["count"], head["bits"], head["flags"]
     nbytes = bits // 8
+
+    def section(fh, key: str, dtype: str, count: int, shape: tuple) -> np.ndarray:
+        if mmap and count:
+            return np.memmap(path, dtype=dtype, mode="r", offset=head[key], shape=shape)
+        fh.seek(head[key])
+        arr = np.fromfile(fh, dtype=dtype, count=count)
+        if arr.shape[0] != count:  # the file changed under us
+            raise IndexFormatError(f"{path} is truncated: expected {n} items")
+        return arr.reshape(shape)
+
     with open(path, "rb") as fh:
-        fh.seek(head["ids_offset"])
-        ids = np.fromfile(fh, dtype="<i8", count=n)
-        if mmap and n:
-            codes = np.memmap(path, dtype=np.uint8, mode="r", offset=head["codes_offset"], shape=(n, nbytes))
-        else:
-            fh.seek(head["codes_offset"])
-            codes = np.fromfile(fh, dtype=np.uint8, count=n * nbytes).reshape(n, nbytes)
-    if ids.shape[0] != n or codes.shape[0] != n:  # the file changed under us
-        raise IndexFormatError(f"{path} is truncated: expected {n} items")
-    if verify and _crc(codes, _crc(ids)) != head["payload_crc32"]:
-        raise IndexFormatError(f"{path} is corrupted: the payload checksum (CRC-32) does not match")
-    return head, ids.astype(np.int64, copy=False), codes
+        meta = _read_meta(path, fh, head)
+        codes = section(fh, "codes", "u1", n * nbytes, (n, nbytes))
+        ids = section(fh, "ids", "<i8", n, (n,)) if flags & FLAG_IDS else None
+        dead = None
+        if flags & FLAG_DEAD:
+            fh.seek(head["dead"])
+            dead = np.fromfile(fh, dtype=np.uint8, count=(n + 7) // 8)  # small, and copied on write
+            if dead.shape[0] != (n + 7) // 8:
+                raise IndexFormatError(f"{path} is truncated: expected {n} items")
+    if verify:
+        parts = [ids, codes] if head["version"] == 1 else [codes, ids, dead]
+        crc = 0
+        for part in parts:
+            if part is not None:
+                crc = _crc(part, crc)
+        if crc != head["payload_crc32"]:
+            raise IndexFormatError(f"{path} is corrupted: the payload checksum (CRC-32) does not match; "
+                                   "rebuild it or restore it from a copy")
+    if dead is not None and n % 8 and int(dead[-1]) >> (n % 8):
+        raise IndexFormatError(f"{path} marks removed rows past its {n} items")
+    if ids is not None:
+        ids = ids.astype(np.int64, copy=False)  # a view on little-endian machines (mmaps stay mapped)
+    return IndexFile(bits, codes, ids, dead, meta, head["version"])

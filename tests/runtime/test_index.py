@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import threading
@@ -17,7 +18,8 @@ from cmhash.errors import (
     InvalidInputError,
     MissingDependencyError,
 )
-from cmhash.runtime import index_format, search_cpu
+from cmhash.runtime import search_cpu
+from cmhash.runtime.formats import index_file as index_format
 from cmhash.runtime.codes import hamming_distances
 from cmhash.runtime.index import PAD_DISTANCE, PAD_ID, HammingIndex
 
@@ -307,7 +309,7 @@ def test_missing_optional_dependencies_are_typed_errors(monkeypatch):
 def saved(tmp_path):
     rng = np.random.default_rng(10)
     db = tied_codes(rng, 1000, 16)
-    index = HammingIndex(128)
+    index = HammingIndex(128, meta={"model": {"sha256": "ab" * 32, "bits": 128}})
     index.add(db, ids=rng.permutation(10**5)[:1000])
     path = tmp_path / "db.cmhx"
     index.save(path)
@@ -317,9 +319,11 @@ def saved(tmp_path):
 @pytest.mark.parametrize("mmap", [False, True])
 def test_save_load_round_trip(saved, mmap):
     index, path = saved
-    assert path.stat().st_size == index_format.layout(128, 1000)[2]
+    meta_len = len(json.dumps(index.meta, sort_keys=True).encode())
+    assert path.stat().st_size == index_format.layout(128, 1000, index_format.FLAG_IDS, meta_len)["size"]
     loaded = HammingIndex.load(path, mmap=mmap)
     assert loaded.bits == 128 and len(loaded) == 1000
+    assert loaded.meta == {"model": {"sha256": "ab" * 32, "bits": 128}}
     np.testing.assert_array_equal(loaded.ids, index.ids)
     np.testing.assert_array_equal(loaded.codes, index.codes)
     q = index.codes[:5]
@@ -329,6 +333,95 @@ def test_save_load_round_trip(saved, mmap):
     loaded.remove(index.ids[:3])
     assert len(loaded) == 1002 and path.read_bytes() == before
     assert not list(path.parent.glob(".*.tmp"))  # atomic_write left no temporary file
+
+
+def test_implicit_ids_store_the_codes_only(tmp_path):
+    rng = np.random.default_rng(3)
+    db = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
+    index = HammingIndex(64)
+    index.add(db[:3000])
+    index.add(db[3000:])
+    assert index.memory_bytes()["ids"] == 0
+    index.save(tmp_path / "a.cmhx")
+    assert (tmp_path / "a.cmhx").stat().st_size == 64 + 8 * 5000  # header + codes
+    loaded = HammingIndex.load(tmp_path / "a.cmhx")
+    assert loaded.memory_bytes() == {"codes": 8 * 5000, "ids": 0, "tombstones": 0, "mih": 0}
+    assert_same(loaded.search(db[:7], 30), reference_topk(db[:7], db, 30))
+    assert loaded.add(db[:2]).tolist() == [5000, 5001]
+
+
+def test_removals_are_tombstones_that_survive_save_and_load(tmp_path):
+    rng = np.random.default_rng(4)
+    db = tied_codes(rng, 4000, 8, distinct=50)
+    index = HammingIndex(64)
+    index.add(db)
+    gone = rng.permutation(4000)[:900]
+    index.remove(gone)
+    mem = index.memory_bytes()
+    assert mem["ids"] == 0 and mem["tombstones"] == 500  # 1 bit per row; ids stay implicit
+    keep = np.setdiff1d(np.arange(4000), gone)
+    want = reference_topk(db[:9], db[keep], 60, ids=keep)
+    assert_same(index.search(db[:9], 60), want)
+    index.save(tmp_path / "t.cmhx")
+    for mmap in (False, True):
+        loaded = HammingIndex.load(tmp_path / "t.cmhx", mmap=mmap, verify=True)
+        assert len(loaded) == 3100
+        assert_same(loaded.search(db[:9], 60), want)
+        np.testing.assert_array_equal(loaded.ids, keep)
+        with pytest.raises(InvalidInputError, match="not in the index"):
+            loaded.remove(gone[:1])
+    index.compact()
+    assert len(index) == 3100 and index.memory_bytes()["tombstones"] == 0
+    assert_same(index.search(db[:9], 60), want)
+    assert index.add(db[:1]).tolist() == [4000]
+
+
+def test_removing_more_than_half_compacts():
+    db = np.arange(2000, dtype=np.uint16).view(np.uint8).reshape(2000, 2)
+    index = HammingIndex(16)
+    index.add(db)
+    index.remove(np.arange(0, 2000, 2))
+    assert index.memory_bytes()["tombstones"] > 0
+    index.remove([1, 3])
+    assert index.memory_bytes()["tombstones"] == 0 and len(index) == 998
+    assert index.ids[:3].tolist() == [5, 7, 9]
+    assert_same(index.search(db[5:6], 2), (np.array([[0, 1]], np.int32), np.array([[5, 7]])))
+
+
+def test_version_1_files_still_load(tmp_path):
+    """A version-1 file written byte by byte from the version-1 spec (docs/formats/index-file.md)."""
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (37, 4), dtype=np.uint8)
+    for ids in (np.arange(37, dtype="<i8"), rng.permutation(1000)[:37].astype("<i8")):
+        codes_offset = (64 + 8 * 37 + 63) // 64 * 64
+        crc = zlib.crc32(codes.tobytes(), zlib.crc32(ids.tobytes()))
+        head = struct.pack("<8sIIIIQQQI", b"CMHASHIX", 1, 64, 32, 4, 37, 64, codes_offset, crc)
+        raw = head + struct.pack("<I", zlib.crc32(head)) + bytes(8) + ids.tobytes()
+        raw += bytes(codes_offset - len(raw)) + codes.tobytes()
+        (tmp_path / "v1.cmhx").write_bytes(raw)
+        for mmap in (False, True):
+            index = HammingIndex.load(tmp_path / "v1.cmhx", mmap=mmap, verify=True)
+            np.testing.assert_array_equal(index.ids, ids)
+            assert_same(index.search(codes[:3], 10), reference_topk(codes[:3], codes, 10, ids=ids))
+            assert index.meta == {}
+        assert index.memory_bytes()["ids"] == (0 if ids[5] == 5 else 8 * 37)
+        index.save(tmp_path / "v2.cmhx")  # the upgrade: load, save
+        assert (tmp_path / "v2.cmhx").read_bytes()[8:12] == struct.pack("<I", 2)
+        np.testing.assert_array_equal(HammingIndex.load(tmp_path / "v2.cmhx").ids, ids)
+
+
+def test_meta_is_checked_and_bounded(tmp_path):
+    with pytest.raises(InvalidInputError, match="JSON"):
+        HammingIndex(8, meta={"x": object()})
+    with pytest.raises(InvalidInputError, match="dict"):
+        HammingIndex(8, meta=["not", "a", "dict"])
+    index = HammingIndex(8, meta={"ok": 1})
+    index.meta["blob"] = "x" * (index_format.META_MAX + 1)
+    with pytest.raises(InvalidInputError, match="limit"):
+        index.save(tmp_path / "m.cmhx")
+    index.meta["blob"] = "é"
+    index.save(tmp_path / "m.cmhx")
+    assert HammingIndex.load(tmp_path / "m.cmhx").meta == {"ok": 1, "blob": "é"}
 
 
 def test_empty_index_round_trip(tmp_path):
@@ -342,23 +435,21 @@ def test_empty_index_round_trip(tmp_path):
 def test_corrupted_byte_fails_the_checksum(saved):
     _, path = saved
     raw = bytearray(path.read_bytes())
-    raw[-7] ^= 0x10  # a code byte
-    path.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError, match="checksum"):
-        HammingIndex.load(path)
-    with pytest.raises(IndexFormatError, match="checksum"):
-        HammingIndex.load(path, mmap=True)
+    head = index_format.read_header(path)
+    for at, what in ((head["codes"] + 5, "payload checksum"), (head["ids"] + 3, "payload checksum"),
+                     (head["meta"] + 2, "metadata checksum"), (17, "header checksum")):
+        bad = bytearray(raw)
+        bad[at] ^= 0x10
+        path.write_bytes(bytes(bad))
+        with pytest.raises(IndexFormatError, match=what):
+            HammingIndex.load(path)
+        with pytest.raises(IndexFormatError, match=what):
+            HammingIndex.load(path, mmap=True, verify=True)
+    bad = bytearray(raw)
+    bad[head["codes"] + 5] ^= 0x10
+    path.write_bytes(bytes(bad))
     assert len(HammingIndex.load(path, verify=False)) == 1000
-    raw[-7] ^= 0x10
-    raw[70] ^= 0x01  # an id byte
-    path.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError, match="checksum"):
-        HammingIndex.load(path)
-    raw[70] ^= 0x01
-    raw[17] ^= 0x01  # the bits field: the header checksum catches it
-    path.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError, match="header checksum"):
-        HammingIndex.load(path)
+    assert len(HammingIndex.load(path, mmap=True)) == 1000  # mmap: no payload pass unless verify=True
 
 
 def test_truncated_file_is_a_typed_error(saved):
@@ -378,37 +469,48 @@ def test_truncated_file_is_a_typed_error(saved):
         HammingIndex.load(path)
 
 
+_V2_FIELDS = ["magic", "version", "header_size", "bits", "code_bytes", "count", "flags", "meta_len",
+              "meta_crc32", "payload_crc32"]
+
+
 def _rewrite_header(path, **fields):
     raw = bytearray(path.read_bytes())
-    names = ["magic", "version", "header_size", "bits", "code_bytes", "count", "ids_offset",
-             "codes_offset", "payload_crc32"]
-    values = dict(zip(names, index_format._HEAD.unpack_from(raw)))
+    fmt = "<8sIIIIQQIII"
+    values = dict(zip(_V2_FIELDS, struct.unpack_from(fmt, raw)))
     values.update(fields)
-    head = index_format._HEAD.pack(*[values[n] for n in names])
+    head = struct.pack(fmt, *[values[n] for n in _V2_FIELDS])
     raw[: len(head)] = head
     raw[len(head): len(head) + 4] = struct.pack("<I", zlib.crc32(head))  # a consistent forgery
     path.write_bytes(bytes(raw))
 
 
-def test_forged_huge_count_is_refused_before_allocating(saved, monkeypatch):
+def test_forged_huge_count_or_meta_is_refused_before_allocating(saved, monkeypatch):
     _, path = saved
-    count = 2**40
-    _, codes_offset, _ = index_format.layout(128, count)
-    _rewrite_header(path, count=count, codes_offset=codes_offset)
+    raw = path.read_bytes()
 
     def no_alloc(*args, **kwargs):
         raise AssertionError("allocated from a forged header")
 
-    monkeypatch.setattr(index_format.np, "fromfile", no_alloc)
-    monkeypatch.setattr(index_format.np, "memmap", no_alloc)
-    for mmap in (False, True):
-        with pytest.raises(IndexFormatError, match="truncated"):
-            HammingIndex.load(path, mmap=mmap)
+    for fields, match in (({"count": 2**40}, "truncated"), ({"meta_len": 2**31}, "metadata block"),
+                          ({"meta_len": index_format.META_MAX}, "truncated")):
+        path.write_bytes(raw)
+        _rewrite_header(path, **fields)
+        with monkeypatch.context() as mp:
+            mp.setattr(index_format.np, "fromfile", no_alloc)
+            mp.setattr(index_format.np, "memmap", no_alloc)
+            for mmap in (False, True):
+                with pytest.raises(IndexFormatError, match=match):
+                    HammingIndex.load(path, mmap=mmap)
 
 
-def test_newer_format_version_says_to_upgrade(saved):
+def test_newer_format_version_or_flags_say_to_upgrade(saved):
     _, path = saved
+    raw = path.read_bytes()
     _rewrite_header(path, version=index_format.VERSION + 1)
+    with pytest.raises(IndexFormatError, match="upgrade cmhash"):
+        HammingIndex.load(path)
+    path.write_bytes(raw)
+    _rewrite_header(path, flags=8 | index_format.FLAG_IDS)
     with pytest.raises(IndexFormatError, match="upgrade cmhash"):
         HammingIndex.load(path)
 
@@ -416,11 +518,10 @@ def test_newer_format_version_says_to_upgrade(saved):
 def test_repeated_ids_in_a_file_are_refused(saved):
     _, path = saved
     raw = bytearray(path.read_bytes())
-    raw[72:80] = raw[64:72]  # id 1 := id 0
     head = index_format.read_header(path)
-    ids = np.frombuffer(bytes(raw[64:64 + 8000]), "<i8")
-    codes = np.frombuffer(bytes(raw[head["codes_offset"]:]), np.uint8)
-    crc = zlib.crc32(codes.tobytes(), zlib.crc32(ids.tobytes()))
+    raw[head["ids"] + 8:head["ids"] + 16] = raw[head["ids"]:head["ids"] + 8]  # id 1 := id 0
+    codes = bytes(raw[head["codes"]:head["codes"] + 16000])
+    crc = zlib.crc32(bytes(raw[head["ids"]:head["ids"] + 8000]), zlib.crc32(codes))
     path.write_bytes(bytes(raw))
     _rewrite_header(path, payload_crc32=crc)
     with pytest.raises(IndexFormatError, match="repeated"):
