@@ -136,12 +136,12 @@ def run(images: str | os.PathLike | None = None, texts: str | os.PathLike | None
     from cmhash.runtime.encoder import load_encoder
     from cmhash.runtime.index import HammingIndex
     from cmhash.zoo import pretrained
-    from cmhash.zoo.data.loose import folder_images, read_texts
+    from cmhash.runtime.input_files import image_folder, read_texts
     from cmhash.zoo.hub import load_hasher
 
     stages: dict[str, float] = {}
-    gallery = folder_images(images) if images is not None else skimage_gallery()
-    captions = read_texts(texts) if texts is not None else list(CAPTIONS)
+    gallery = image_folder(images) if images is not None else skimage_gallery()
+    captions = read_texts(texts)[0] if texts is not None else list(CAPTIONS)
     with timed(stages, "load the default hasher"):
         hasher_dir = pretrained.path()
         load_hasher(hasher_dir)  # checks manifest.json and loads the weights strictly

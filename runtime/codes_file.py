@@ -26,7 +26,6 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -186,18 +185,3 @@ def _decode_items(blob: np.ndarray, offsets: np.ndarray, n: int, path: Path) -> 
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: an item is not UTF-8 ({exc}); {_AGAIN}") from exc
 
-
-def texts_from_file(path: str | os.PathLike, lines: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """Non-blank lines of a UTF-8 text file and their 0-based line numbers (the ids they get)."""
-    path = Path(path)
-    if lines is None:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError as exc:
-            raise DataNotFoundError(f"text file {path} not found (one text per line)") from exc
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(f"{path} is not UTF-8 text ({exc}); convert it, e.g. iconv -t utf-8") from exc
-        except OSError as exc:
-            raise DataFormatError(f"cannot read {path}: {exc}") from exc
-    keep = [(i, line.strip()) for i, line in enumerate(lines) if line.strip()]
-    return [t for _, t in keep], np.array([i for i, _ in keep], dtype=np.int64)

@@ -20,11 +20,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cmhash.errors import CodeFormatError, DataFormatError, InvalidInputError
-from cmhash.runtime.codes_file import CodesFile, load_codes, save_codes, texts_from_file
+from cmhash.runtime.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.encoder import EncodeResult, load_encoder
+from cmhash.runtime.input_files import image_paths, read_texts
 from cmhash.runtime.io import atomic_write
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ITEMS_FORMAT = "cmhash-index-items/1"
 
 
@@ -48,25 +48,10 @@ class EncoderOptions:
         return encoder.encode(inputs, batch_size=self.batch_size, progress=self.progress)
 
 
-def image_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded to the image files below them, sorted."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InvalidInputError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            out += found
-        else:
-            out.append(p)
-    if not out:
-        raise InvalidInputError("no images given")
-    return out
-
-
 def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
                   options: EncoderOptions | None = None) -> CodesFile:
-    """Encode image files (ids 0..n-1 in the order given) and write a codes file."""
+    """Encode image files (ids 0..n-1 in the order given; folders by `input_files.image_folder`) and
+    write a codes file."""
     options = options or EncoderOptions()
     files = image_paths(paths)
     encoder = options.load(model, "image")
@@ -79,14 +64,13 @@ def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], 
 
 def encode_texts(model: str | os.PathLike, text_file: str | os.PathLike, out: str | os.PathLike,
                  options: EncoderOptions | None = None, lines: Sequence[str] | None = None) -> CodesFile:
-    """Encode the non-blank lines of a text file (id = 0-based line number) and write a codes file.
+    """Encode the texts of a text file (`input_files.read_texts`: id = 0-based line number) and write a
+    codes file.
 
     `lines` replaces the file's content (the CLI reads stdin for FILE "-").
     """
     options = options or EncoderOptions()
-    texts, ids = texts_from_file(text_file, lines)
-    if not texts:
-        raise InvalidInputError(f"{text_file} holds no text (one text per line; blank lines are skipped)")
+    texts, ids = read_texts(text_file, lines)
     encoder = options.load(model, "text")
     result = options.run(encoder, texts)
     data = CodesFile(result.codes, ids, texts, encoder.bits, "text", encoder.method, str(model), result.truncated,
@@ -100,12 +84,14 @@ def items_path(index: str | os.PathLike) -> Path:
     return index.with_name(index.name + ".items.json")
 
 
-def build_index(codes: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """A HammingIndex of a codes file, saved to `out`, with `out.items.json` mapping ids to items."""
+def build_index(codes: str | os.PathLike, out: str | os.PathLike, method: str = "auto") -> dict[str, Any]:
+    """A HammingIndex of a codes file, saved to `out`, with `out.items.json` mapping ids to items.
+
+    `method` (HammingIndex's) is saved as the index's default search method."""
     from cmhash.runtime.index import HammingIndex
 
     data = load_codes(codes)
-    index = HammingIndex(data.bits)
+    index = HammingIndex(data.bits, method=method, meta=None if method == "auto" else {"search_method": method})
     index.add(data.codes, data.ids)
     index.save(out)
     sidecar = {"format": ITEMS_FORMAT, "bits": data.bits, "modality": data.modality, "method": data.method,
@@ -158,30 +144,32 @@ def _items(index: str | os.PathLike) -> dict[int, str]:
 
 
 @contextlib.contextmanager
-def open_index(index: str | os.PathLike, ray_address: str | None = None) -> Iterator[Any]:
+def open_index(index: str | os.PathLike, ray_address: str | None = None, method: str | None = None) -> Iterator[Any]:
     """A saved index for searching: a `.cmhx` file (memory-mapped), or a sharded index folder from
-    `cmhash index build --shards N`, loaded onto Ray actors for the duration of the block."""
+    `cmhash index build --shards N`, loaded onto Ray actors for the duration of the block.
+    `method`: the search method (None: the one the index was built with)."""
     if Path(index).is_dir():
-        from cmhash.runtime.distributed import ShardedIndex, ray_cluster
+        from cmhash.runtime.distributed.cluster import ray_cluster
+        from cmhash.runtime.distributed.sharded_index import ShardedIndex
 
-        with ray_cluster(ray_address), ShardedIndex.load(index) as sharded:
+        with ray_cluster(ray_address), ShardedIndex.load(index, method=method or "auto") as sharded:
             yield sharded
         return
     from cmhash.runtime.index import HammingIndex
 
-    yield HammingIndex.load(index, mmap=True)  # read-only: a one-shot search need not copy the codes
+    yield HammingIndex.load(index, mmap=True, method=method)  # read-only: a one-shot search need not copy the codes
 
 
 def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts: Sequence[str] = (),
            images: Sequence[str | os.PathLike] = (), options: EncoderOptions | None = None,
-           ray_address: str | None = None) -> SearchResult:
+           ray_address: str | None = None, method: str | None = None) -> SearchResult:
     """Encode the query texts and images with the export's encoders, then search the index."""
     if not texts and not images:
         raise InvalidInputError("no query: give at least one text or image")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     options = options or EncoderOptions()
-    with open_index(index, ray_address) as hamming:
+    with open_index(index, ray_address, method) as hamming:
         items = _items(index)
         result = SearchResult(len(hamming), int(k))
         for modality, queries in (("text", list(texts)), ("image", [str(p) for p in images])):

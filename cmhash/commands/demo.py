@@ -15,7 +15,7 @@ stdout = Console()
 
 
 def demo(
-    images: Annotated[Optional[Path], typer.Option(help="A folder of your own photos (default: the real "
+    images: Annotated[Optional[Path], typer.Option(help="A folder of your own photos, searched recursively (default: the real "
                                                          "photographs scikit-image ships).")] = None,
     texts: Annotated[Optional[Path], typer.Option(help="A UTF-8 file, one caption per line, for the "
                                                         "image→text query (default: a list written for the demo).")] = None,

@@ -18,7 +18,7 @@ app = typer.Typer(help="Export a checkpoint's encoders: validated ONNX, an fp16 
 DatasetOption = Annotated[Optional[str], typer.Option(
     "--data", help="Dataset name or folder for the checks (default: the one the checkpoint trained on, e.g. coco-mini).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
-    "--images", help="Check on your own photos instead of a dataset: a folder of .jpg/.png files (with --texts).")]
+    "--images", help="Check on your own photos instead of a dataset: a folder of images, searched recursively (with --texts).")]
 TextsOption = Annotated[Optional[Path], typer.Option(
     "--texts", help="With --images: a UTF-8 file, one caption per line, for the text encoder's checks.")]
 
@@ -52,9 +52,9 @@ def _load(dataset: str | None, data_root: str | None, images: Path | None = None
     if (images is None) != (texts is None):
         raise typer.BadParameter("--images and --texts go together: the checks cover both encoders")
     if images is not None:
-        from cmhash.zoo.data.loose import folder_images, loose_pairs, read_texts
+        from cmhash.zoo.data.loose import folder_pairs
 
-        return loose_pairs(folder_images(images), read_texts(texts))
+        return folder_pairs(images, texts)
     if dataset is None:
         return None
     from cmhash.zoo.data import load_dataset

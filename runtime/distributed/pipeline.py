@@ -14,11 +14,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmhash.errors import InvalidInputError
-from cmhash.runtime.codes_file import CodesFile, load_codes, texts_from_file
+from cmhash.runtime.codes_file import CodesFile, load_codes
 from cmhash.runtime.distributed.cluster import ray_cluster
 from cmhash.runtime.distributed.code_shards import is_code_shards, read_code_shards
+from cmhash.runtime.input_files import image_paths, read_texts
 from cmhash.runtime.io import atomic_write
-from cmhash.runtime.pipeline import ITEMS_FORMAT, EncoderOptions, image_paths, items_path
+from cmhash.runtime.pipeline import ITEMS_FORMAT, EncoderOptions, items_path
 
 ADD_BATCH = 1 << 20  # rows per add call: bounds one Ray message at ~8 MiB of 64-bit codes
 
@@ -41,9 +42,7 @@ def encode_texts_ray(model: str | os.PathLike, text_file: str | os.PathLike, out
     """As `pipeline.encode_texts` (id = 0-based line number), on Ray, into the codes folder `out`."""
     from cmhash.runtime.distributed.encode import encode_distributed
 
-    texts, ids = texts_from_file(text_file, lines)
-    if not texts:
-        raise InvalidInputError(f"{text_file} holds no text (one text per line; blank lines are skipped)")
+    texts, ids = read_texts(text_file, lines)
     with ray_cluster(address):
         return encode_distributed(model, "text", texts, ids, out, workers=workers, options=options)
 

@@ -16,8 +16,8 @@ pytest.importorskip("skimage", reason="the demo gallery needs the [demo] extra (
 pytest.importorskip("onnxscript", reason="the demo exports to ONNX: needs the [export] extra")
 
 from cmhash import demo  # noqa: E402
-from cmhash.errors import DataFormatError  # noqa: E402
-from cmhash.zoo.data.loose import folder_images  # noqa: E402
+from cmhash.errors import InvalidInputError  # noqa: E402
+from cmhash.runtime.input_files import image_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -110,5 +110,5 @@ def test_bad_inputs_are_typed_errors(args, message, tmp_path):
 
 
 def test_an_empty_images_folder_is_refused(tmp_path):
-    with pytest.raises(DataFormatError, match="no .jpg"):
-        folder_images(tmp_path)
+    with pytest.raises(InvalidInputError, match="no image files"):
+        image_folder(tmp_path)

@@ -447,3 +447,21 @@ def test_default_data_root(tmp_path, monkeypatch):
         default_data_root()
     (tmp_path / "work" / "shared" / "data").mkdir(parents=True)
     assert default_data_root() == (tmp_path / "work" / "shared" / "data").resolve()
+
+
+# ------------------------------------------------------------------------- loose folder + text file
+
+
+def test_folder_pairs_read_photos_and_captions_by_the_runtime_rule(tmp_path, coco):
+    """`--images DIR --texts FILE` (export checks, demo) see what `cmhash encode` sees: sub-folders too."""
+    from cmhash.runtime.input_files import image_folder
+    from cmhash.zoo.data.loose import folder_pairs
+
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    shutil.copy(coco.images[0], tmp_path / "photos" / "b.JPG")
+    shutil.copy(coco.images[1], tmp_path / "photos" / "sub" / "a.jpg")
+    (tmp_path / "captions.txt").write_text("a cat\n\nthe sea\nnot paired\n", encoding="utf-8")
+    pairs = folder_pairs(tmp_path / "photos", tmp_path / "captions.txt", "mine")
+    assert pairs.images == image_folder(tmp_path / "photos") == [tmp_path / "photos" / "b.JPG",
+                                                                tmp_path / "photos" / "sub" / "a.jpg"]
+    assert pairs.texts == [["a cat"], ["the sea"]] and pairs.name == "mine" and len(pairs) == 2
