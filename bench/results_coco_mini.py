@@ -26,11 +26,11 @@ from cmhash.runtime.io import atomic_write
 from cmhash.runtime.plots import save_pr_curves
 from cmhash.zoo.backbones import get_config
 from cmhash.zoo.baselines import LSH
-from cmhash.zoo.data import load_dataset
+from cmhash.zoo.data import default_split, load_dataset
 from cmhash.zoo.features import cached_image_features, cached_text_features
 from cmhash.zoo.recipes import make_config
 from cmhash.zoo.scoring import evaluate_checkpoint, score_split
-from cmhash.zoo.train import default_split, train
+from cmhash.zoo.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -184,7 +184,7 @@ def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | N
     evaluation does, on the checkpoint's split. Raises when agreement < `min_agreement` or an mAP
     moves by more than `max_map_change`; the report is written first.
     """
-    from cmhash.zoo.train import default_split
+    from cmhash.zoo.data import default_split
 
     step = on_step or (lambda _msg: None)
     folder = Path(folder)

@@ -209,7 +209,7 @@ def bow_vocabulary(model: Any, vocabulary: Any, dataset: Any, data_root: str | N
     if model.vocabulary is not None:
         return model.vocabulary
     from cmhash.zoo.inputs import bow_vocabulary as training_rule
-    from cmhash.zoo.train import default_split
+    from cmhash.zoo.data import default_split
 
     text = model.backbone_configs["text"]
     dataset = dataset if dataset is not None else load_source_dataset(model.config.dataset, data_root)

@@ -66,7 +66,7 @@ def evaluate_checkpoint(folder, dataset, *, backbone_weights: Mapping[str, str] 
     """
     from cmhash.zoo.inputs import image_input, text_input
     from cmhash.zoo.model import CrossModalHasher
-    from cmhash.zoo.train import default_split
+    from cmhash.zoo.data import default_split
 
     model = CrossModalHasher.from_pretrained(folder, backbone_weights)
     split = default_split(dataset, model.config.split_seed)

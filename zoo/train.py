@@ -38,7 +38,7 @@ from cmhash.errors import ConfigError, InvalidInputError
 from cmhash.runtime.io import atomic_write
 from cmhash.zoo.backbones import BackboneConfig, build_backbone, get_config
 from cmhash.zoo.config_io import JsonConfig
-from cmhash.zoo.data import PairedDataset, Split, proportional_split
+from cmhash.zoo.data import PairedDataset, Split, default_split
 from cmhash.zoo.distributed import World, init_world, shutdown
 from cmhash.runtime.formats.checkpoint import WEIGHTS_NAME, CheckpointConfig
 from cmhash.zoo.inputs import TowerInput, bow_vocabulary, image_input, text_input
@@ -61,11 +61,6 @@ class TrainResult:
     val: dict[str, Any]
     test: dict[str, Any]
     seconds: float
-
-
-def default_split(dataset: PairedDataset, seed: int = 0) -> Split:
-    """The dataset's own split (DCPH index files) if it has one, else the proportional split."""
-    return dataset.split if dataset.split is not None else proportional_split(len(dataset), seed)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

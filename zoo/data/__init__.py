@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .clip_mat import read_clip_mat
 from .coco import read_coco
-from .dataset import PairedDataset
+from .dataset import PairedDataset, default_split
 from .dcmh_mat import MIRFLICKR_CLASSES, read_dcmh_mat
 from .dcph_text import read_dcph_text
 from .registry import DATASETS, default_data_root, load_dataset
@@ -29,6 +29,7 @@ __all__ = [
     "classic_split",
     "clip_split",
     "default_data_root",
+    "default_split",
     "load_dataset",
     "proportional_split",
     "read_clip_mat",

@@ -16,7 +16,7 @@ import numpy as np
 
 from cmhash.errors import DataFormatError, InvalidInputError
 
-from .splits import Split
+from .splits import Split, proportional_split
 
 
 def as_binary_matrix(values: Any, what: str, source: str) -> np.ndarray:
@@ -168,6 +168,12 @@ def require_file(path: Path, provider: str) -> Path:
     if not path.is_file():
         raise DataNotFoundError(f"missing {path}: {provider}")
     return path
+
+
+def default_split(dataset: PairedDataset, seed: int = 0) -> Split:
+    """The dataset's own split (DCPH index files) if it has one, else the proportional split: the one
+    rule training, scoring and export agree on, so `cmhash eval` scores the training run's test set."""
+    return dataset.split if dataset.split is not None else proportional_split(len(dataset), seed)
 
 
 def _is_file(path: Path) -> bool:
