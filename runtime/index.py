@@ -517,15 +517,19 @@ class HammingIndex:
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False, *, verify: bool | None = None,
              backend: str = "auto", device: str = "cpu", threads: int | None = None,
-             method: str = "auto", mih_m: int | None = None) -> "HammingIndex":
+             method: str | None = None, mih_m: int | None = None) -> "HammingIndex":
         """Read an index saved by `save`. mmap=True maps the codes (and ids) read-only; adds then
         copy them, and resident memory grows only with the pages searches touch.
 
         verify: check the payload CRC (reads every byte); default True, False with mmap=True (the
-        header, file size and metadata are always checked). A truncated, corrupted or
+        header, file size and metadata are always checked). method None: the `search_method` the
+        index was built with (`cmhash index build --method`), else "auto". A truncated, corrupted or
         newer-version file raises IndexFormatError.
         """
         f = index_file.read_index(path, mmap=mmap, verify=(not mmap) if verify is None else verify)
+        if method is None:
+            method = f.meta.get("search_method", "auto")
+            method = method if method in METHODS else "auto"
         index = cls(f.bits, backend=backend, device=device, threads=threads, method=method, mih_m=mih_m,
                     meta=f.meta)
         index._install(path, f)

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cmhash.errors import CodeFormatError, DataFormatError, InvalidInputError
-from cmhash.runtime.codes_file import CodesFile, load_codes, save_codes
+from cmhash.runtime.formats.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.encoder import EncodeResult, load_encoder
 from cmhash.runtime.input_files import image_paths, read_texts
 from cmhash.runtime.io import atomic_write
@@ -157,7 +157,8 @@ def open_index(index: str | os.PathLike, ray_address: str | None = None, method:
         return
     from cmhash.runtime.index import HammingIndex
 
-    yield HammingIndex.load(index, mmap=True, method=method)  # read-only: a one-shot search need not copy the codes
+    # read-only: a one-shot search need not copy the codes; the CRC pass still catches a damaged file
+    yield HammingIndex.load(index, mmap=True, verify=True, method=method)
 
 
 def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts: Sequence[str] = (),

@@ -63,6 +63,15 @@ def _options(backend: str, provider: str, fallback: bool, precision: str, thread
                           threads=threads, batch_size=batch_size, progress=progress)
 
 
+def _check_method(method: str) -> str:
+    """--method checked before any work starts, in the CLI's words."""
+    from cmhash.runtime.index import METHODS
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r} is not one of {', '.join(METHODS)}", param_hint="--method")
+    return method
+
+
 def _summary(data, out: Path) -> dict:
     truncated = [] if data.truncated is None else data.ids[data.truncated].tolist()
     unknown = [] if data.no_known_words is None else data.ids[data.no_known_words].tolist()
@@ -187,6 +196,9 @@ def index_build(
     shards: ShardsOption = None,
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="The search method saved with the index: auto (multi-index hashing on large "
+                         "indexes, else a scan), scan, or mih. Every method gives the same results.")] = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Build a Hamming index from a codes file and save it (atomically, with a checksum).
@@ -207,11 +219,12 @@ def index_build(
 
         if shards is None:
             raise InvalidInputError("--ray builds a sharded index: give the number of shards with --shards N")
+        _check_method(method)
         summary = build_sharded_index(codes, out, shards, address=ray_address)
     else:
         from cmhash.runtime.pipeline import build_index
 
-        summary = build_index(codes, out)
+        summary = build_index(codes, out, method=_check_method(method))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -233,6 +246,9 @@ def search(
     precision: PrecisionOption = "fp32",
     threads: ThreadsOption = None,
     ray_address: RayAddressOption = None,
+    method: Annotated[Optional[str], typer.Option(
+        "--method", help="Search method: auto, scan or mih (multi-index hashing); default: the one the index "
+                         "was built with. Every method gives the same results.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Encode query texts and/or images with the export's encoders and print the k nearest items.
@@ -251,7 +267,8 @@ def search(
 
     options = _options(backend, provider, allow_cpu_fallback, precision, threads, 32, False)
     with _warnings_as_notes():
-        result = run(index, model, k, texts=text or [], images=image or [], options=options, ray_address=ray_address)
+        result = run(index, model, k, texts=text or [], images=image or [], options=options, ray_address=ray_address,
+                     method=None if method is None else _check_method(method))
     if as_json:
         print(json.dumps({"index": str(index), **result.to_dict()}, indent=2))
         return

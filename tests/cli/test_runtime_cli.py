@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from cmhash.cli import app
 from cmhash.errors import InvalidInputError, ProviderUnavailableError
-from cmhash.runtime.codes_file import load_codes
+from cmhash.runtime import search_cpu
+from cmhash.runtime.formats.codes_file import load_codes
+from cmhash.runtime.index import HammingIndex
 
 DATA = Path(__file__).resolve().parents[1] / "runtime" / "data"
 TINY, TINY_BOW = DATA / "tiny", DATA / "tiny-bow"
@@ -143,3 +145,20 @@ def test_bow_texts_without_known_words_are_reported(tmp_path):
     assert json.loads(result.stdout)["no_known_word_ids"] == [1]
     result = cmhash("encode", "texts", tmp_path / "t.txt", "--model", TINY_BOW, "--out", tmp_path / "t.npz")
     assert "1 text(s) share no word" in result.stderr and "0-based: 1)" in result.stderr
+
+
+@pytest.mark.skipif(not search_cpu.numba_available(), reason="--method mih needs numba")
+def test_search_methods_give_the_same_results(tmp_path, images):
+    invoke("encode", "images", *images, "--model", TINY, "--out", tmp_path / "m.npz")
+    result = invoke("index", "build", tmp_path / "m.npz", "--out", tmp_path / "m.cmhx", "--method", "mih")
+    assert result.exit_code == 0, result.output
+    assert HammingIndex.load(tmp_path / "m.cmhx").method == "mih"  # saved as the index's default
+    outs = []
+    for method in ([], ["--method", "scan"], ["--method", "mih"], ["--method", "auto"]):
+        result = invoke("search", "--index", tmp_path / "m.cmhx", "--model", TINY, "--image", images[2],
+                        "--text", "a dog", "-k", "5", "--json", *method)
+        assert result.exit_code == 0, result.output
+        outs.append(json.loads(result.stdout)["queries"])
+    assert all(o == outs[0] for o in outs) and len(outs[0][1]["results"]) == 5
+    result = invoke("search", "--index", tmp_path / "m.cmhx", "--model", TINY, "--text", "a dog", "--method", "fast")
+    assert result.exit_code == 2 and "--method" in result.output

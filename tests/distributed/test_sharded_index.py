@@ -10,6 +10,7 @@ pytest.importorskip("ray")
 
 from cmhash.errors import InvalidInputError, ShardUnavailableError  # noqa: E402
 from cmhash.runtime.distributed.sharded_index import ShardedIndex  # noqa: E402
+from cmhash.runtime import search_cpu  # noqa: E402
 from cmhash.runtime.index import HammingIndex  # noqa: E402
 
 BITS = 16
@@ -128,3 +129,20 @@ def test_bad_arguments_are_refused_before_any_actor_starts(ray_session):
         ShardedIndex(BITS, 2, backend="gpu")
     with pytest.raises(InvalidInputError, match="need 6 CPUs but the cluster has 2"):
         ShardedIndex(BITS, 3, num_cpus=2)  # Ray would leave the third actor pending for ever
+
+
+@pytest.mark.skipif(not search_cpu.numba_available(), reason="method='mih' needs numba")
+def test_shards_search_with_mih_and_keep_the_metadata(ray_session, data, tmp_path):
+    codes, ids, queries = data
+    single = HammingIndex(BITS, method="scan")
+    meta = {"model": {"sha256": "cd" * 32, "method": "dhaph", "bits": BITS}}
+    with ShardedIndex(BITS, 2, timeout_s=TIMEOUT, method="mih", meta=meta) as sharded:
+        fill(sharded, codes, ids)
+        fill(single, codes, ids)
+        assert_same(sharded, single, queries)
+        sharded.save(tmp_path / "s")
+    with ShardedIndex.load(tmp_path / "s", timeout_s=TIMEOUT, method="mih") as loaded:
+        assert loaded.meta == meta
+        assert_same(loaded, single, queries, ks=(1, 100))
+    with pytest.raises(InvalidInputError, match="unknown search method"):
+        ShardedIndex(BITS, 2, method="fast")

@@ -13,7 +13,7 @@ from cmhash.errors import (CodeFormatError, DataFormatError, DataNotFoundError, 
                            InvalidInputError)
 from cmhash.runtime import pipeline
 from cmhash.runtime.codes import hamming_distances, pack
-from cmhash.runtime.codes_file import CodesFile, load_codes, save_codes
+from cmhash.runtime.formats.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.encoder import load_encoder
 from cmhash.runtime.index import HammingIndex
 
@@ -115,9 +115,9 @@ def test_corrupted_and_newer_index_files(image_index, tmp_path):
     with pytest.raises(IndexFormatError, match="(?i)checksum|crc"):
         pipeline.search(bad, TINY, 3, texts=["a dog"])
     newer = bytearray(index.read_bytes())
-    struct.pack_into("<I", newer, 8, 2)  # format version 2
+    struct.pack_into("<I", newer, 8, 3)  # format version 3 (this cmhash reads up to 2)
     bad.write_bytes(bytes(newer))
-    with pytest.raises(IndexFormatError, match="(?i)version 2.*upgrade"):
+    with pytest.raises(IndexFormatError, match="(?i)version 3.*upgrade"):
         pipeline.search(bad, TINY, 3, texts=["a dog"])
 
 
