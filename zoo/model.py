@@ -25,6 +25,7 @@ from cmhash.runtime.formats.checkpoint import (CONFIG_NAME, VOCABULARY_NAME, WEI
 from cmhash.zoo.backbones import BackboneConfig, build_backbone
 from cmhash.zoo.backbones.weights import load_state_dict_checked
 from cmhash.zoo.data import BowVocabulary
+from cmhash.zoo.heads import upgrade_head_keys
 from cmhash.zoo.recipes import Recipe, make_recipe
 
 
@@ -95,7 +96,7 @@ class CrossModalHasher(nn.Module):
         config = checkpoint.config
         if not weights.is_file():
             raise WeightsError(f"{folder} has no {WEIGHTS_NAME}: not a cmhash checkpoint folder")
-        _check_shapes(_skeleton(config, folder), _header_shapes(weights), weights)
+        _check_shapes(_skeleton(config, folder), upgrade_head_keys(_header_shapes(weights)), weights)
         vocabulary = BowVocabulary.load(checkpoint.vocabulary) if checkpoint.vocabulary is not None else None
         backbones: dict[str, nn.Module] = {}
         if config.backbones_trained:
@@ -106,7 +107,7 @@ class CrossModalHasher(nn.Module):
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises its own error type on a corrupt file
             raise WeightsError(f"{weights} is not a readable safetensors file ({exc})") from exc
-        load_state_dict_checked(model, state, source=str(weights))
+        load_state_dict_checked(model, upgrade_head_keys(state), source=str(weights))
         return model.eval()
 
 

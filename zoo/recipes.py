@@ -37,7 +37,6 @@ class Recipe:
 
     name: ClassVar[str]
     config_class: ClassVar[type[JsonConfig]]
-    bits_field: ClassVar[str] = "bits"
 
     def __init__(self, config: JsonConfig, modalities: tuple[str, ...] = ("image", "text")) -> None:
         if not isinstance(config, self.config_class):
@@ -51,7 +50,7 @@ class Recipe:
     # --------------------------------------------------------------------------------- properties
     @property
     def bits(self) -> int:
-        return getattr(self.config, self.bits_field)
+        return self.config.bits
 
     @property
     def seed(self) -> int:
@@ -150,9 +149,11 @@ class DCPHRecipe(Recipe):
         return (self.phases[epoch % len(self.phases)],)
 
     def heads(self, image_dim: int, text_dim: int) -> tuple[nn.Module, nn.Module]:
+        """No dropout; the BoW MLP's last layer has N(0, text_init_std) weights (paper), others PyTorch's init."""
         cfg = self.config
-        text_std = cfg.text_init_std if cfg.text_backbone == "bow-mlp" else None
-        return dcph.hash_head(image_dim, cfg.bits), dcph.hash_head(text_dim, cfg.bits, init_std=text_std)
+        text_init = "normal" if cfg.text_backbone == "bow-mlp" else "default"
+        return (HashHead(image_dim, cfg.bits, dropout=0.0),
+                HashHead(text_dim, cfg.bits, dropout=0.0, init=text_init, std=cfg.text_init_std))
 
     def setup(self, params, train_labels, steps_per_epoch):
         method, report = dcph.DCPH.build(self.config, len(train_labels), train_labels.shape[1])
@@ -182,12 +183,11 @@ class DHaPHRecipe(Recipe):
 
     name = "dhaph"
     config_class = dhaph.DHaPHConfig
-    bits_field = "n_bits"
 
     def heads(self, image_dim, text_dim):
         cfg = self.config
-        return (HashHead(image_dim, cfg.n_bits, cfg.hash_dropout, cfg.hash_init),
-                HashHead(text_dim, cfg.n_bits, cfg.hash_dropout, cfg.hash_init))
+        return (HashHead(image_dim, cfg.bits, cfg.hash_dropout, cfg.head_init),
+                HashHead(text_dim, cfg.bits, cfg.hash_dropout, cfg.head_init))
 
     def setup(self, params, train_labels, steps_per_epoch):
         self._need_both()
@@ -251,7 +251,7 @@ class PairwiseRecipe(Recipe):
     config_class = pairwise.PairwiseConfig
 
     def heads(self, image_dim, text_dim):
-        return dcph.hash_head(image_dim, self.bits), dcph.hash_head(text_dim, self.bits)
+        return HashHead(image_dim, self.bits, dropout=0.0), HashHead(text_dim, self.bits, dropout=0.0)
 
     def setup(self, params, train_labels, steps_per_epoch):
         self._need_both()
@@ -275,12 +275,10 @@ def recipe_class(name: str) -> type[Recipe]:
 
 
 def make_config(method: str, preset: str = "offline", **changes: Any) -> JsonConfig:
-    """`<Method>Config.<preset>(**changes)`; `bits` is accepted for every method (DHaPH calls it n_bits)."""
+    """`<Method>Config.<preset>(**changes)`; every method names its code length `bits`."""
     cls = recipe_class(method)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if "bits" in changes and cls.bits_field != "bits":
-        changes[cls.bits_field] = changes.pop("bits")
     fields = set(cls.config_class.__dataclass_fields__)
     unknown = sorted(set(changes) - fields)
     if unknown:

@@ -42,6 +42,7 @@ from cmhash.zoo.data import PairedDataset, Split, default_split
 from cmhash.zoo.distributed import World, init_world, shutdown
 from cmhash.runtime.formats.checkpoint import WEIGHTS_NAME, CheckpointConfig
 from cmhash.zoo.inputs import TowerInput, bow_vocabulary, image_input, text_input
+from cmhash.zoo.heads import upgrade_head_keys
 from cmhash.zoo.model import CrossModalHasher
 from cmhash.zoo.scoring import encode_rows, score_split
 from cmhash.zoo.recipes import make_recipe
@@ -186,7 +187,7 @@ class Trainer:
             self._trim_metrics(0)  # a run killed before its first state keeps no metrics line
             return 0, {"epoch": -1, "score": -1.0}
         state = load_state(self.out, STATE_NAME)
-        self.model.load_state_dict(state["model"], strict=True)
+        self.model.load_state_dict(upgrade_head_keys(state["model"]), strict=True)
         self.recipe.load_state_dict(state["recipe"])
         start = int(state["epoch"]) + 1
         self._trim_metrics(start)

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from cmhash.errors import ConfigError, InvalidInputError
-from cmhash.zoo.methods.dcph import (
-    DCPH, DCPHConfig, build_optimizers, cross_loss, hash_head, lr_for, mds_loss, quantization_loss,
-)
+from cmhash.zoo.methods.dcph import DCPH, DCPHConfig, build_optimizers, cross_loss, lr_for, mds_loss, quantization_loss
+from cmhash.zoo.recipes import make_recipe
 from cmhash.zoo.methods.dcph_proxies import PHNet, proxy_loss, proxy_report, train_proxies
 
 GAMMA = 0.3
@@ -277,31 +276,41 @@ def test_eval_mode_does_not_write_and_index_is_required():
         m.phase_loss("image", torch.zeros(2, 16), y, torch.tensor([0, 10]))
 
 
-def test_round_end_hook_and_generic_loss_dispatch():
+def test_round_end_hook():
     m = _method().train()
     m.B_x[0] = 1.0
     m.B_y[0] = -1.0        # sum 0 -> sign(0) = +1
-    B0 = m.B.clone()
-    assert [m.phase_for_epoch(e) for e in range(4)] == ["image", "text", "image", "text"]
-    m.on_epoch_end(0)
-    assert torch.equal(m.B, B0) and int(m.rounds_done) == 0
-    m.on_epoch_end(1)
+    m.end_round()
     expected = torch.tensor([[1.0 if a + b >= 0 else -1.0 for a, b in zip(rx, ry)]
                              for rx, ry in zip(m.B_x.tolist(), m.B_y.tolist())])
     assert torch.equal(m.B, expected) and bool((m.B[0] == 1).all()) and int(m.rounds_done) == 1
-    _, _, _, y = _data(B=2, C=6)
-    u = torch.full((2, 16), 0.5)
-    m.loss(u, None, y, epoch=2, index=torch.tensor([4, 5]))              # image phase: h_t ignored
+
+
+def test_the_loops_recipe_alternates_phases_and_closes_rounds():
+    """What the shared loop calls (zoo/recipes.py DCPHRecipe): epoch 2r image, 2r+1 text, B after the text phase."""
+    recipe = make_recipe("dcph", DCPHConfig.offline(bits=16, rounds=2, proxy_iterations=2))
+    assert recipe.epochs == 4 and [recipe.modalities(e) for e in range(4)] == [("image",), ("text",)] * 2
+    heads = dict(zip(("image", "text"), recipe.heads(8, 6)))
+    _, _, _, y = _data(B=10, C=6)
+    recipe.setup({m: ([], list(h.parameters())) for m, h in heads.items()}, y, steps_per_epoch=1)
+    m = recipe.method
+    u, idx = torch.full((2, 16), 0.5), torch.tensor([4, 5])
+    B0 = m.B.clone()
+    recipe.loss({"image": u}, y[idx], 0, idx)
     assert torch.equal(m.B_x[4:6], u)
-    m.loss(None, -u, y, epoch=3, index=torch.tensor([4, 5]))             # text phase
+    recipe.step(0)  # no gradients: nothing moves, but the scheduler follows its optimizer's step
+    recipe.end_epoch(0)
+    assert torch.equal(m.B, B0) and int(m.rounds_done) == 0
+    recipe.loss({"text": -u}, y[idx], 1, idx)
     assert torch.equal(m.B_y[4:6], -u)
-    with pytest.raises(InvalidInputError):
-        m.loss(None, u, y, epoch=0, index=torch.tensor([4, 5]))
+    recipe.step(1)
+    recipe.end_epoch(1)
+    assert torch.equal(m.B, torch.where(m.B_x + m.B_y >= 0, 1.0, -1.0)) and int(m.rounds_done) == 1
 
 
 def test_build_runs_stage_one():
     m, report = DCPH.build(DCPHConfig.offline(bits=16, proxy_iterations=2), num_train=5, num_classes=12)
-    assert m.proxies.shape == (12, 16) and report.num_classes == 12 and m.trainable_parameters() == []
+    assert m.proxies.shape == (12, 16) and report.num_classes == 12 and list(m.parameters()) == []
 
 
 # ---------------------------------------------------------------- config, optimizers, heads
@@ -309,7 +318,7 @@ def test_paper_defaults_match_recipes():
     c = DCPHConfig.paper()
     assert (c.image_backbone, c.text_backbone, c.text_hidden, c.text_init_std) == ("alexnet", "bow-mlp", 8192, 0.01)
     assert (c.gamma, c.margin_factor, c.cross_weight, c.quant_weight) == (0.3, 0.3, 0.1, 0.1)
-    assert c.batch_size == 40 and c.rounds == 80 and c.loop_epochs == 160
+    assert c.batch_size == 40 and c.rounds == 80 and make_recipe("dcph", c).epochs == 160
     assert (c.momentum, c.weight_decay, c.image_step_size, c.image_step_gamma, c.text_t0) == (0.0, 1e-5, 50, 0.5, 20)
     assert (c.proxy_hidden, c.proxy_iterations, c.proxy_lr, c.proxy_weight_decay) == (4096, 200, 1e-3, 1e-5)
     assert (c.proxy_step_size, c.proxy_step_gamma, c.proxy_beta, c.proxy_balance_weight) == (100, 0.1, 1.0, 0.05)
@@ -320,7 +329,7 @@ def test_paper_defaults_match_recipes():
         for modality, by_k in table.items():
             for k, lr in by_k.items():
                 assert lr_for(name, modality, k) == lr
-                assert DCPHConfig.paper(dataset=name, bits=k).learning_rates()[modality] == lr
+                assert DCPHConfig.paper(dataset=name, bits=k).learning_rate(modality) == lr
     assert lr_for("NUS_WIDE", "text", 64) == 5e-3 and lr_for("MS-COCO", "image", 16) == 8e-4
 
 
@@ -334,7 +343,7 @@ def test_offline_preset_and_json_round_trip():
     o = DCPHConfig.offline(bits=32)
     assert (o.image_backbone, o.text_backbone, o.train_backbones) == ("efficientnet-lite0", "minilm-l6", False)
     assert (o.gamma, o.margin_factor, o.cross_weight, o.quant_weight) == (0.3, 0.3, 0.1, 0.1)
-    assert o.learning_rates() == {"image": 1.0, "text": 1.0}
+    assert (o.learning_rate("image"), o.learning_rate("text")) == (1.0, 1.0)
     assert DCPHConfig.from_json(o.to_json()) == o
     assert DCPHConfig.from_dict(json.loads(json.dumps(DCPHConfig.paper().to_dict()))) == DCPHConfig.paper()
     with pytest.raises(ConfigError, match="bogus"):
@@ -365,38 +374,45 @@ def test_build_optimizers():
 
 
 def test_hash_head_init():
+    """The recipe's heads: the BoW text layer N(0, 0.01) with a zero bias, no dropout on either side."""
     torch.manual_seed(0)
-    head = hash_head(2000, 64, init_std=0.01)
-    w = head[0].weight.detach()
-    assert abs(float(w.std()) - 0.01) < 5e-4 and float(head[0].bias.detach().abs().max()) == 0.0
-    out = head(torch.randn(3, 2000) * 100)
+    image, head = make_recipe("dcph", DCPHConfig.paper()).heads(9216, 2000)
+    w = head.fc.weight.detach()
+    assert abs(float(w.std()) - 0.01) < 5e-4 and float(head.fc.bias.detach().abs().max()) == 0.0
+    out = head.train()(torch.randn(3, 2000) * 100)
     assert out.shape == (3, 64) and float(out.detach().abs().max()) <= 1.0
+    x = torch.randn(3, 2000)
+    assert torch.equal(head.train()(x), head.eval()(x)) and image.dropout.p == 0.0 == head.dropout.p
+    torch.manual_seed(1)
+    _, minilm = make_recipe("dcph", DCPHConfig.offline()).heads(1, 384)
+    torch.manual_seed(1)
+    torch.nn.Linear(1, 64)  # the image head is built first: the same draws
+    ref = torch.nn.Linear(384, 64)
+    assert torch.equal(minilm.fc.weight, ref.weight)  # a non-BoW text tower keeps PyTorch's init
 
 
 def test_tiny_alternating_run_lowers_the_loss():
-    """Two full rounds on separable toy data with linear heads: the loop the docstring describes."""
+    """Six full rounds on separable toy data with linear heads, driven as the shared loop drives a recipe."""
     g = torch.Generator().manual_seed(0)
     C, K, N = 4, 16, 24
     y = torch.zeros(N, C)
     y[torch.arange(N), torch.arange(N) % C] = 1
-    xi, xt = y @ torch.randn(C, 8, generator=g), y @ torch.randn(C, 6, generator=g)
+    x = {"image": y @ torch.randn(C, 8, generator=g), "text": y @ torch.randn(C, 6, generator=g)}
     cfg = DCPHConfig.offline(bits=K, rounds=6, batch_size=8, proxy_iterations=5)
-    m, _ = DCPH.build(cfg, N, C)
+    recipe = make_recipe("dcph", cfg)
     torch.manual_seed(0)
-    heads = {"image": hash_head(8, K), "text": hash_head(6, K)}
-    opts = build_optimizers(cfg, heads["image"].parameters(), heads["text"].parameters())
+    heads = dict(zip(("image", "text"), recipe.heads(8, 6)))
+    recipe.setup({m: ([], list(h.parameters())) for m, h in heads.items()}, y, N // cfg.batch_size)
+    m = recipe.method
     first, last = {}, {}
-    for epoch in range(cfg.loop_epochs):
-        phase = m.phase_for_epoch(epoch)
-        x = xi if phase == "image" else xt
-        opt, sched = opts[phase]
+    for epoch in range(recipe.epochs):
+        (phase,) = recipe.modalities(epoch)
         for s in range(0, N, cfg.batch_size):
             idx = torch.arange(s, s + cfg.batch_size)
-            loss, terms = m.phase_loss(phase, heads[phase](x[idx]), y[idx], idx)
-            opt.zero_grad(); loss.backward(); opt.step()
+            loss, terms = recipe.loss({phase: heads[phase](x[phase][idx])}, y[idx], epoch, idx)
+            recipe.zero_grad(); loss.backward(); recipe.step(epoch)
             first.setdefault(phase, terms["mds"]); last[phase] = terms["mds"]
-        sched.step()
-        m.on_epoch_end(epoch)
+        recipe.end_epoch(epoch)
     assert int(m.rounds_done) == 6
     assert last["image"] < first["image"] and last["text"] < first["text"]
     assert torch.equal(m.B, torch.where(m.B_x + m.B_y >= 0, 1.0, -1.0))

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from cmhash.errors import ConfigError, InvalidInputError
+from cmhash.zoo.heads import HashHead
 from cmhash.zoo.methods.dhaph import (
     DHaPHConfig,
     DHaPHLoss,
-    HashHead,
     PRESETS,
     build_optimizers,
     self_paced_contrastive_loss,
@@ -166,7 +166,7 @@ def test_paper_preset_matches_recipes():
     assert (cfg.n_proxies, cfg.topk, cfg.triplets_per_anchor) == (500, 15, 50)
     assert (cfg.margin, cfg.gumbel_tau, cfg.curvature, cfg.clip_radius, cfg.proxy_init_scale) == (0.1, 0.1, 0.1, 2.3, 0.9)
     assert cfg.hier_grad == "detached"
-    assert (cfg.hash_dropout, cfg.hash_init) == (0.2, "default")
+    assert (cfg.hash_dropout, cfg.head_init) == (0.2, "default")
     assert (cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay) == (1e-5, 1e-3, 0.2)
     assert (cfg.adam_betas, cfg.adam_eps, cfg.max_grad_norm, cfg.warmup_proportion) == ((0.9, 0.98), 1e-6, 1.0, 0.1)
     assert cfg.hier_lr == 1e-5
@@ -183,7 +183,7 @@ def test_offline_preset_same_loss_constants():
 
 
 def test_config_json_round_trip_and_errors():
-    cfg = DHaPHConfig.offline(hier_grad="to_codes", n_bits=32)
+    cfg = DHaPHConfig.offline(hier_grad="to_codes", bits=32)
     back = DHaPHConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg and isinstance(back.adam_betas, tuple)
     with pytest.raises(ConfigError, match="bogus"):
@@ -195,6 +195,18 @@ def test_config_json_round_trip_and_errors():
     with pytest.raises(ConfigError, match="nope"):
         DHaPHConfig.paper(nope=1)
 
+
+def test_a_config_saved_with_the_old_field_names_loads_once_upgraded():
+    """Checkpoints before the shared names say n_bits and hash_init (e.g. the first shipped hasher)."""
+    cfg = DHaPHConfig.offline(bits=32, head_init="kaiming_fan_out")
+    old = {("n_bits" if k == "bits" else "hash_init" if k == "head_init" else k): v for k, v in cfg.to_dict().items()}
+    assert "bits" not in old and old["n_bits"] == 32
+    assert DHaPHConfig.from_dict(old) == cfg
+    assert "n_bits" not in DHaPHConfig.from_dict(old).to_dict()  # written back with the new names only
+    with pytest.raises(ConfigError, match="keep only 'bits'"):
+        DHaPHConfig.from_dict({**old, "bits": 32})
+    with pytest.raises(ConfigError, match="head_init"):
+        DHaPHConfig.offline(head_init="xavier")
 
 # ----------------------------------------------------------------------------------------------
 # loss 1: self-paced contrastive
@@ -418,7 +430,7 @@ def test_hier_proxy_loss_matches_loop():
 # ----------------------------------------------------------------------------------------------
 
 def small_cfg(**kw) -> DHaPHConfig:
-    return DHaPHConfig.offline(n_bits=8, n_proxies=24, topk=5, triplets_per_anchor=6, epochs=30, **kw)
+    return DHaPHConfig.offline(bits=8, n_proxies=24, topk=5, triplets_per_anchor=6, epochs=30, **kw)
 
 
 def codes(B: int = 10, K: int = 8, seed: int = 0):
@@ -497,7 +509,7 @@ def test_hash_head_inits_and_dropout_position():
 
 
 def test_build_optimizers_groups_and_schedule():
-    cfg = DHaPHConfig.paper(n_bits=8, n_proxies=10)
+    cfg = DHaPHConfig.paper(bits=8, n_proxies=10)
     backbone, heads = torch.nn.Linear(4, 4), torch.nn.Linear(4, 8)
     crit = DHaPHLoss(cfg)
     opt, sched, hier_opt = build_optimizers(cfg, backbone.parameters(), heads.parameters(), crit, total_steps=100)
@@ -513,7 +525,7 @@ def test_build_optimizers_groups_and_schedule():
         sched.step()
     assert lrs[0] == 0.0 and rel_close(lrs[5], 1e-3 * 0.5)
     assert rel_close(lrs[50], 1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    frozen = DHaPHConfig.offline(n_bits=8, n_proxies=10)
+    frozen = DHaPHConfig.offline(bits=8, n_proxies=10)
     opt2, _, _ = build_optimizers(frozen, backbone.parameters(), heads.parameters(), DHaPHLoss(frozen), 10)
     assert [g["initial_lr"] for g in opt2.param_groups] == [1e-3]
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from cmhash.errors import ConfigError
+from cmhash.zoo.heads import HashHead
 from cmhash.zoo.methods.bertadam import build_bertadam, clip_grad_norm_per_tensor
 from cmhash.zoo.methods.dmsh import (
-    DMsHLN, DMsHLNConfig, HashHead, build_optimizer, guide_mask, multi_similarity_loss, pull_loss,
+    DMsHLN, DMsHLNConfig, build_optimizer, guide_mask, multi_similarity_loss, pull_loss,
     row_normalized_similarity,
 )
 from cmhash.zoo.methods.labelnet import LabelNet

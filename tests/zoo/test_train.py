@@ -358,3 +358,26 @@ def test_dcph_alternates_image_and_text_epochs(coco, tmp_path):
         assert {"mds", "cross", "quant", "total"} <= set(r["loss"])
     state = train_module.load_state(tmp_path, "train_state")
     assert int(state["recipe"]["method"]["rounds_done"]) == 3
+
+
+# ---------------------------------------------------------------- checkpoints saved before the one hash head
+
+
+def test_a_checkpoint_with_the_old_sequential_head_names_still_loads(coco, tmp_path):
+    """DCPH and pairwise heads were `nn.Sequential(Linear, Tanh)` (`head.0.weight`) before zoo/heads.py's
+    HashHead (`head.fc.weight`): such weights load, and give the same codes."""
+    from safetensors.torch import save
+
+    from cmhash.runtime.formats.checkpoint import read_checkpoint, write_checkpoint
+
+    config = make_config("pairwise", "offline", bits=BITS, epochs=1, batch_size=4)
+    train("pairwise", config, coco.subset(np.arange(12)), tmp_path / "new", progress=False)
+    state = load_file(str(tmp_path / "new" / "model.safetensors"))
+    assert "towers.image.head.fc.weight" in state
+    legacy = {k.replace(".head.fc.", ".head.0."): v for k, v in state.items()}
+    assert "towers.text.head.0.bias" in legacy and not any(".fc." in k for k in legacy)
+    write_checkpoint(tmp_path / "old", read_checkpoint(tmp_path / "new").config, save(legacy))
+    new, old = CrossModalHasher.from_pretrained(tmp_path / "new"), CrossModalHasher.from_pretrained(tmp_path / "old")
+    x = torch.randn(4, new.backbone_configs["text"].out_dim)
+    with torch.no_grad():
+        assert torch.equal(new("text", x), old("text", x))

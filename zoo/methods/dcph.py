@@ -17,30 +17,17 @@ Unlabeled samples (n_i = 0, m_i undefined): `unlabeled="raise"` (default) raises
 like the data readers do; `"exclude"` gives such rows 0 in L_mds and L_cross, but they still count
 in the /B and in L_q.
 
-How the shared loop runs the alternating schedule, as phases of ONE loop of `2·rounds` epochs::
+The shared loop runs the alternating schedule through `zoo/recipes.py` (`DCPHRecipe`), as phases
+of ONE loop of `rounds × 2` epochs: epoch 2r is round r's image phase (one epoch over the training
+set; only the image side trains and steps its own optimizer and scheduler; its cross term uses
+sign(B_y[idx]); `phase_loss` writes B_x[idx] = u), epoch 2r+1 the text phase (cross term
+sign(B_x[idx]); writes B_y), then the round-end hook `end_round()`: B = sign(B_x + B_y). Never step
+the inactive optimizer: with zeroed (not None) gradients its weight decay would still move the
+frozen side. The buffers are written only in training mode (`method.train()`), so a validation
+pass leaves them alone.
 
-    cfg = DCPHConfig.paper(bits=32, dataset="coco")          # or .offline(...)
-    method, report = DCPH.build(cfg, num_train=N, num_classes=C)   # stage 1 + buffers
-    opts = build_optimizers(cfg, image_params, text_params)        # {"image": (opt, sched), "text": ...}
-    for epoch in range(cfg.loop_epochs):                # epoch 2r = image phase of round r, 2r+1 = text
-        phase = method.phase_for_epoch(epoch)           # "image" or "text"
-        opt, sched = opts[phase]
-        for x, t, y, idx in loader:                     # batch 40, shuffled, idx = training-set rows
-            u = image_net(x) if phase == "image" else text_net(t)   # run ONLY the active side
-            loss, terms = method.phase_loss(phase, u, y, idx)       # writes B_x[idx] (or B_y[idx]) = u
-            opt.zero_grad(); loss.backward(); opt.step()            # step ONLY the active optimizer
-        sched.step()                                    # per epoch, the active side's scheduler only
-        method.on_epoch_end(epoch)                      # after a text phase: B = sign(B_x + B_y)
-
-Each round is therefore phase "image" (one epoch over the training set; only the image side trains;
-its cross term uses sign(B_y[idx]); it writes B_x) then phase "text" (one epoch; cross term uses
-sign(B_x[idx]); writes B_y), then the round-end hook `end_round()`: B = sign(B_x + B_y).
-`loss(h_v, h_t, labels, epoch, index)` is the same thing for a generic loop: it picks the phase from
-the epoch and ignores the inactive side (which may be None). Never step the inactive optimizer: with
-zeroed (not None) gradients its weight decay would still move the frozen side. The buffers are
-written only in training mode (`method.train()`), so a validation pass leaves them alone.
-
-`method` has no trainable parameters. Checkpoint `method.state_dict()` (proxies, B_x, B_y, B, and the
+`DCPH` has no trainable parameters (the proxies are fixed after stage 1; the buffers are written,
+not learned). Checkpoint `method.state_dict()` (proxies, B_x, B_y, B, and the
 count of finished rounds), both networks, both optimizers and both schedulers.
 """
 
@@ -60,7 +47,7 @@ from .dcph_proxies import ProxyReport, train_proxies
 from cmhash.zoo.heads import sign_pm1
 
 __all__ = [
-    "DCPH", "DCPHConfig", "Phase", "build_optimizers", "cross_loss", "hash_head", "lr_for",
+    "DCPH", "DCPHConfig", "Phase", "build_optimizers", "cross_loss", "lr_for",
     "mds_log_terms", "mds_loss", "quantization_loss",
 ]
 
@@ -176,28 +163,10 @@ class DCPHConfig(JsonConfig):
     def sigma(self) -> float:
         return self.margin_factor * self.bits
 
-    @property
-    def loop_epochs(self) -> int:
-        """Epochs of the shared loop: one image and one text phase per round."""
-        return 2 * self.rounds
-
     def learning_rate(self, modality: str) -> float:
         """The explicit `lr_<modality>` if set, else the table's rate for (dataset, modality, bits)."""
         explicit = getattr(self, f"lr_{modality}")
         return explicit if explicit is not None else lr_for(self.dataset, modality, self.bits)
-
-    def learning_rates(self) -> dict[str, float]:
-        return {m: self.learning_rate(m) for m in PHASES}
-
-
-def hash_head(in_dim: int, bits: int, init_std: float | None = None) -> nn.Sequential:
-    """The hash layer `tanh(Linear(d→K))`. init_std=0.01 gives the BoW MLP's N(0, 0.01) weights and a
-    zero bias (text side, paper); None keeps PyTorch's default init (image side, offline heads)."""
-    layer = nn.Linear(in_dim, bits)
-    if init_std is not None:
-        nn.init.normal_(layer.weight, mean=0.0, std=init_std)
-        nn.init.zeros_(layer.bias)
-    return nn.Sequential(layer, nn.Tanh())
 
 
 def _positives(labels: torch.Tensor, unlabeled: Unlabeled) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,13 +272,6 @@ class DCPH(nn.Module):
         )
         return cls(config, num_train, proxies), report
 
-    @staticmethod
-    def phase_for_epoch(epoch: int) -> Phase:
-        """Loop epoch 2r is round r's image phase, 2r+1 its text phase (epoch counted from 0)."""
-        if epoch < 0:
-            raise InvalidInputError(f"epoch must be >= 0, got {epoch}")
-        return PHASES[epoch % 2]  # type: ignore[return-value]
-
     def _check_index(self, index: torch.Tensor | None, batch: int) -> torch.Tensor:
         if index is None:
             raise InvalidInputError("DCPH needs the training-set row index of every sample (index=...)")
@@ -332,11 +294,6 @@ class DCPH(nn.Module):
         """Round-end hook: the unified code B = sign(B_x + B_y)."""
         self.B.copy_(sign_pm1(self.B_x + self.B_y))
         self.rounds_done += 1
-
-    def on_epoch_end(self, epoch: int) -> None:
-        """Call after every loop epoch; closes the round after its text phase."""
-        if self.phase_for_epoch(epoch) == "text":
-            self.end_round()
 
     def phase_loss(self, phase: Phase, u: torch.Tensor, labels: torch.Tensor,
                    index: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -364,19 +321,6 @@ class DCPH(nn.Module):
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["total"] = float(total.detach())
         return total, out
-
-    def loss(self, h_v: torch.Tensor | None, h_t: torch.Tensor | None, labels: torch.Tensor, epoch: int,
-             index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Generic-loop form: the phase comes from `epoch`; the inactive side's output is ignored."""
-        phase = self.phase_for_epoch(epoch)
-        u = h_v if phase == "image" else h_t
-        if u is None:
-            raise InvalidInputError(f"epoch {epoch} is a {phase} phase: pass the {phase} output")
-        return self.phase_loss(phase, u, labels, index)  # type: ignore[arg-type]
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """None: the proxies are fixed after stage 1 and the buffers are written, not learned."""
-        return []
 
 
 def build_optimizers(config: DCPHConfig, image_params: Iterable[nn.Parameter],

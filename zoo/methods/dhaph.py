@@ -10,8 +10,8 @@ proxy loss in a Poincaré ball (`hier_mining.hier_proxy_loss`, maths in `poincar
 How a training loop uses this module::
 
     cfg = DHaPHConfig.offline()                       # or .paper(), or DHaPHConfig.from_dict(json)
-    img_head = HashHead(d_img, cfg.n_bits, cfg.hash_dropout, cfg.hash_init)   # one per modality
-    txt_head = HashHead(d_txt, cfg.n_bits, cfg.hash_dropout, cfg.hash_init)
+    img_head = HashHead(d_img, cfg.bits, cfg.hash_dropout, cfg.head_init)   # one per modality
+    txt_head = HashHead(d_txt, cfg.bits, cfg.hash_dropout, cfg.head_init)
     crit = DHaPHLoss(cfg, seed=cfg.seed)              # hierarchy head + proxies + RNG of the mining
     opt, sched, hier_opt = build_optimizers(cfg, backbone_params, [*img_head.parameters(),
                                             *txt_head.parameters()], crit, total_steps)
@@ -42,13 +42,13 @@ How a training loop uses this module::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmhash.zoo.heads import HASH_INIT, HashHead
+from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
 
@@ -56,7 +56,7 @@ from .bertadam import BertAdam, build_bertadam
 from .hier_mining import HierOutput, hier_proxy_loss
 from .poincare import HierarchyHead, HyperbolicProxies
 
-__all__ = ["DHaPHConfig", "DHaPHLoss", "HashHead", "PRESETS", "build_optimizers",
+__all__ = ["DHaPHConfig", "DHaPHLoss", "PRESETS", "build_optimizers",
            "self_paced_contrastive_loss", "self_paced_delta"]
 
 HierGrad = Literal["detached", "to_codes"]
@@ -67,17 +67,22 @@ HIER_GRAD = ("detached", "to_codes")
 class DHaPHConfig(JsonConfig):
     """Every DHaPH hyperparameter; the defaults are the paper's (RECIPES.md and the authors' code).
 
-    `n_bits` 64: the paper reports 16/32/64; the authors' argparse default is 16. `hier_grad`:
+    `bits` 64: the paper reports 16/32/64; the authors' argparse default is 16. `hier_grad`:
     "detached" reproduces the authors' code (L_hier trains only its head and proxies);
     "to_codes" lets it reach the hash codes, as the paper describes. `mobius_eps` is hyptorch's
     guard in the Möbius denominator (0 gives the textbook distance). `hier_weight_decay` 0.01 is
     AdamW's default, which the authors leave in place.
+
+    Configs saved before the field names were shared across the methods say `n_bits` and
+    `hash_init`; `from_dict` reads them as `bits` and `head_init` (`RENAMED`).
     """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {"n_bits": "bits", "hash_init": "head_init"}
 
     image_backbone: str = "clip-vit-b32-image"
     text_backbone: str = "clip-vit-b32-text"
     train_backbones: bool = True
-    n_bits: int = 64
+    bits: int = 64
     epochs: int = 100
     batch_size: int = 64
     seed: int = 1814
@@ -97,7 +102,7 @@ class DHaPHConfig(JsonConfig):
     hier_grad: HierGrad = "detached"
     # hash head
     hash_dropout: float = 0.2
-    hash_init: str = "default"
+    head_init: HeadInit = "default"
     # BertAdam (backbone + hash heads)
     lr_backbone: float = 1e-5
     lr_heads: float = 1e-3
@@ -114,9 +119,8 @@ class DHaPHConfig(JsonConfig):
         object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
         if self.hier_grad not in HIER_GRAD:
             raise ConfigError(f"DHaPH: hier_grad={self.hier_grad!r}; choose one of {HIER_GRAD}")
-        if self.hash_init not in HASH_INIT:
-            raise ConfigError(f"DHaPH: hash_init={self.hash_init!r}; choose one of {HASH_INIT}")
-        for name in ("n_bits", "epochs", "batch_size", "n_proxies", "topk", "triplets_per_anchor"):
+        check_head_init(self.head_init, "DHaPH: head_init")
+        for name in ("bits", "epochs", "batch_size", "n_proxies", "topk", "triplets_per_anchor"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"DHaPH: {name}={value!r} must be a positive integer")
@@ -197,8 +201,8 @@ class DHaPHLoss(nn.Module):
     def __init__(self, cfg: DHaPHConfig, seed: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.head = HierarchyHead(cfg.n_bits, cfg.curvature, cfg.clip_radius)
-        self.proxies = HyperbolicProxies(cfg.n_proxies, cfg.n_bits, cfg.curvature, cfg.clip_radius,
+        self.head = HierarchyHead(cfg.bits, cfg.curvature, cfg.clip_radius)
+        self.proxies = HyperbolicProxies(cfg.n_proxies, cfg.bits, cfg.curvature, cfg.clip_radius,
                                          cfg.proxy_init_scale)
         self.seed = seed
         self._gen: torch.Generator | None = None

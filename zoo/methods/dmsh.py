@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmhash.zoo.heads import HashHead
+from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
@@ -50,12 +50,11 @@ from .labelnet import LabelNet, train_label_stage
 from cmhash.zoo.heads import sign_pm1
 
 __all__ = [
-    "DMsHLN", "DMsHLNConfig", "HashHead", "LabelNetMode", "build_optimizer", "guide_mask",
+    "DMsHLN", "DMsHLNConfig", "LabelNetMode", "build_optimizer", "guide_mask",
     "multi_similarity_loss", "pull_loss", "row_normalized_similarity",
 ]
 
 LabelNetMode = Literal["trained", "random", "labels"]
-HeadInit = Literal["kaiming_fan_out", "default"]
 
 
 @dataclass(frozen=True)
@@ -102,8 +101,7 @@ class DMsHLNConfig(JsonConfig):
                 raise ConfigError(f"DMsHLNConfig.{name}={getattr(self, name)!r}: expected one of {backbone_names()}")
         if self.labelnet not in get_args(LabelNetMode):
             raise ConfigError(f"DMsHLNConfig.labelnet={self.labelnet!r}: expected one of {get_args(LabelNetMode)}")
-        if self.head_init not in get_args(HeadInit):
-            raise ConfigError(f"DMsHLNConfig.head_init={self.head_init!r}: expected one of {get_args(HeadInit)}")
+        check_head_init(self.head_init, "DMsHLNConfig.head_init")
         for name in ("bits", "epochs", "batch_size", "label_stage_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"DMsHLNConfig.{name}={getattr(self, name)!r} must be a positive integer")
@@ -231,10 +229,6 @@ class DMsHLN(nn.Module):
         )
         self.label_stage_done.fill_(True)
         return stats
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters for the main optimizer: none (LabelNet trains only in `prepare`)."""
-        return []
 
     @torch.no_grad()
     def guide(self, labels: torch.Tensor, epoch: int) -> torch.Tensor:
