@@ -81,7 +81,7 @@ METHODS = ("auto", "scan", "mih")
 #: "auto" uses MIH from this many items on (below it the scan is as fast; BENCHMARKS.md).
 AUTO_MIH_MIN_ITEMS = 1 << 18
 #: "auto": per-query MIH work budget (buckets + candidates) as a fraction of the items.
-AUTO_MIH_BUDGET = 1 / 16
+AUTO_MIH_BUDGET = 1 / 32
 _COMPACT_AT = 0.5  # compact when more than this fraction of the rows is removed
 _MIH_TAIL_MIN = 1 << 16  # rows added after the tables that trigger no rebuild yet (or 1/8 of them)
 

@@ -34,6 +34,7 @@ from cmhash.runtime import search_cpu
 _KEY_SHIFT = 40  # sort key = distance << 40 | row: rows below 2**40
 _ROW_MASK = (1 << _KEY_SHIFT) - 1
 MAX_SUBSTRING_BITS = 32
+_NO_WORDS = np.empty(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def split(bits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
 # numba kernels (plain functions, compiled by _kernels(); names bound there)
 # ------------------------------------------------------------------------------------------
 popcount = _sub = _alive = _probe = None
+_GATHER = 256  # rows of a bucket gathered before they are checked
 
 
 def _py_sub(db8, base, nbytes, start, s):
@@ -118,16 +120,24 @@ def _py_build(db8, n, nbytes, start, s, offsets, obase, rows, rbase):
         cursor[v] += 1
 
 
-def _py_probe(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, bits, k, radius,
-              budget, qs, hist, buf):
+def _py_probe(q8, qi, db8, db64, W, nbytes, n, starts, lens, obase, offsets, rows, dead, bits, k, radius,
+              budget, masks, wlo, whi, qs, q64, ts, xs, hist, buf):
     """One query: (candidate count, limit, failed, buffer). k > 0: top-k; k == 0: range <= radius.
 
     The buffer holds keys (distance << 40 | row) of every first-found candidate with distance <=
     the current limit (ties included). The limit is the radius, or the k-th best distance so far.
+    With whole-word rows (W > 0) each bucket's codes are gathered first (independent loads that
+    overlap their cache misses), then checked with word masks: the full distance rejects most
+    candidates before the first-found test.
     """
     m = starts.shape[0]
     for j in range(m):
         qs[j] = _sub(q8, qi * nbytes, nbytes, starts[j], lens[j])
+    for w in range(W):
+        v = np.int64(0)
+        for b in range(8):
+            v |= np.int64(q8[qi * nbytes + 8 * w + b]) << (8 * b)
+        q64[w] = v
     for d in range(bits + 2):
         hist[d] = 0
     L = bits if k > 0 else radius
@@ -135,6 +145,7 @@ def _py_probe(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, 
     c = 0
     work = 0
     smax = 0
+    chunk = ts.shape[0]
     for j in range(m):
         smax = max(smax, lens[j])
     for a in range(smax + 1):
@@ -151,42 +162,66 @@ def _py_probe(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, 
                     o0 = np.int64(offsets[ob + b])
                     o1 = np.int64(offsets[ob + b + 1])
                     work += 1 + (o1 - o0)
-                    for o in range(o0, o1):
-                        t = np.int64(rows[rb + o])
-                        if not _alive(dead, t):
-                            continue
-                        tot = 0
-                        first = True
-                        for j in range(m):
-                            if j == i:
-                                tot += a
+                    o = o0
+                    while o < o1:
+                        ne = min(o1 - o, chunk)
+                        for e in range(ne):
+                            t = np.int64(rows[rb + o + e])
+                            ts[e] = t
+                            for w in range(W):
+                                xs[e * W + w] = db64[t * W + w]
+                        o += ne
+                        for e in range(ne):
+                            t = ts[e]
+                            if not _alive(dead, t):
                                 continue
-                            dj = popcount(_sub(db8, t * nbytes, nbytes, starts[j], lens[j]) ^ qs[j])
-                            if dj < a or (dj == a and j < i):
-                                first = False
-                                break
-                            tot += dj
-                        if not first or tot > L:
-                            continue
-                        if c == buf.shape[0]:  # drop entries above the limit, grow if still full
-                            w = 0
-                            for e in range(c):
-                                if (buf[e] >> 40) <= L:
-                                    buf[w] = buf[e]
-                                    w += 1
-                            c = w
-                            if c > buf.shape[0] // 2:
-                                nbuf = np.empty(2 * buf.shape[0], np.int64)
-                                nbuf[:c] = buf[:c]
-                                buf = nbuf
-                        buf[c] = (np.int64(tot) << 40) | t
-                        c += 1
-                        hist[tot] += 1
-                        le += 1
-                        if k > 0:
-                            while L > 0 and le - hist[L] >= k:
-                                le -= hist[L]
-                                L -= 1
+                            first = True
+                            if W > 0:
+                                tot = 0
+                                for w in range(W):
+                                    tot += popcount(xs[e * W + w] ^ q64[w])
+                                if tot > L:
+                                    continue
+                                for j in range(m):
+                                    if j != i:
+                                        dj = 0
+                                        for w in range(wlo[j], whi[j]):
+                                            dj += popcount((xs[e * W + w] ^ q64[w]) & masks[j * W + w])
+                                        if dj < a or (dj == a and j < i):
+                                            first = False
+                                            break
+                            else:
+                                tot = a
+                                for j in range(m):
+                                    if j != i:
+                                        dj = popcount(_sub(db8, t * nbytes, nbytes, starts[j], lens[j]) ^ qs[j])
+                                        if dj < a or (dj == a and j < i):
+                                            first = False
+                                            break
+                                        tot += dj
+                                if tot > L:
+                                    continue
+                            if not first:
+                                continue
+                            if c == buf.shape[0]:  # drop entries above the limit, grow if still full
+                                w2 = 0
+                                for e2 in range(c):
+                                    if (buf[e2] >> 40) <= L:
+                                        buf[w2] = buf[e2]
+                                        w2 += 1
+                                c = w2
+                                if c > buf.shape[0] // 2:
+                                    nbuf = np.empty(2 * buf.shape[0], np.int64)
+                                    nbuf[:c] = buf[:c]
+                                    buf = nbuf
+                            buf[c] = (np.int64(tot) << 40) | t
+                            c += 1
+                            hist[tot] += 1
+                            le += 1
+                            if k > 0:
+                                while L > 0 and le - hist[L] >= k:
+                                    le -= hist[L]
+                                    L -= 1
                     if a == 0:
                         break
                     low = mask & -mask  # Gosper's hack: the next s-bit mask with a bits set
@@ -202,16 +237,19 @@ def _py_probe(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, 
     return c, L, False, buf
 
 
-def _py_topk(q8, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, bits, k, budget,
-             out_d, out_p, failed):
+def _scratch(m, W, bits):
+    return (np.empty(m, np.int64), np.empty(max(W, 1), np.int64), np.empty(_GATHER, np.int64),
+            np.empty(_GATHER * max(W, 1), np.int64), np.zeros(bits + 2, np.int64))
+
+
+def _py_topk(q8, db8, db64, W, nbytes, n, starts, lens, obase, offsets, rows, dead, masks, wlo, whi, bits, k,
+             budget, out_d, out_p, failed):
     nq = q8.shape[0] // nbytes
-    m = starts.shape[0]
-    qs = np.empty(m, np.int64)
-    hist = np.zeros(bits + 2, np.int64)
+    qs, q64, ts, xs, hist = _scratch(starts.shape[0], W, bits)
     buf = np.empty(max(1024, 4 * k), np.int64)
     for qi in range(nq):
-        c, L, bad, buf = _probe(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, bits,
-                                   k, 0, budget, qs, hist, buf)
+        c, L, bad, buf = _probe(q8, qi, db8, db64, W, nbytes, n, starts, lens, obase, offsets, rows, dead,
+                                bits, k, 0, budget, masks, wlo, whi, qs, q64, ts, xs, hist, buf)
         if bad:
             failed[qi] = True
             continue
@@ -226,13 +264,12 @@ def _py_topk(q8, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, bits,
             out_p[qi, e] = keys[e] & 0xFFFFFFFFFF
 
 
-def _py_range(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, bits, radius):
-    m = starts.shape[0]
-    qs = np.empty(m, np.int64)
-    hist = np.zeros(bits + 2, np.int64)
+def _py_range(q8, qi, db8, db64, W, nbytes, n, starts, lens, obase, offsets, rows, dead, masks, wlo, whi, bits,
+              radius):
+    qs, q64, ts, xs, hist = _scratch(starts.shape[0], W, bits)
     buf = np.empty(1024, np.int64)
-    c, L, bad, buf = _probe(q8, qi, db8, nbytes, n, starts, lens, obase, offsets, rows, dead, bits,
-                               0, radius, 0, qs, hist, buf)
+    c, L, bad, buf = _probe(q8, qi, db8, db64, W, nbytes, n, starts, lens, obase, offsets, rows, dead,
+                            bits, 0, radius, 0, masks, wlo, whi, qs, q64, ts, xs, hist, buf)
     return np.sort(buf[:c])
 
 
@@ -254,6 +291,7 @@ def _kernels() -> dict:
         jit = numba.njit(nogil=True, cache=True)
         g["_alive"] = jit(search_cpu._py_alive)  # noqa: SLF001
         g["_sub"] = jit(_py_sub)
+        g["_scratch"] = jit(_scratch)
         g["_probe"] = jit(_py_probe)
         _KERNELS.update(build=jit(_py_build), topk=jit(_py_topk), range=jit(_py_range))
         return _KERNELS
@@ -283,8 +321,18 @@ def build(codes: np.ndarray, n: int, gen: int, m: int | None = None) -> MihTable
 
 def _args(t: MihTables, codes: np.ndarray, dead: np.ndarray | None) -> tuple:
     db8 = np.ascontiguousarray(codes[: t.n]).reshape(-1)
-    return (db8, codes.shape[1], t.n, t.starts, t.lens, t.obase, t.offsets, t.rows,
-            search_cpu._dead_bits(dead, t.n))  # noqa: SLF001
+    W = codes.shape[1] // 8 if codes.shape[1] % 8 == 0 else 0
+    db64 = db8.view(np.int64) if W else _NO_WORDS
+    masks = np.zeros(len(t.lens) * max(W, 1), np.int64)  # substring j's bits in word w: masks[j * W + w]
+    wlo = np.zeros(len(t.lens), np.int64)
+    whi = np.zeros(len(t.lens), np.int64)
+    for j, (start, s) in enumerate(zip(t.starts.tolist(), t.lens.tolist())):
+        wlo[j], whi[j] = start // 64, (start + s - 1) // 64 + 1
+        for w in range(wlo[j], whi[j]) if W else ():
+            lo, hi = max(start, 64 * w), min(start + s, 64 * w + 64)
+            masks[j * W + w] = np.uint64(((1 << (hi - lo)) - 1) << (lo - 64 * w)).view(np.int64)
+    return (db8, db64, W, codes.shape[1], t.n, t.starts, t.lens, t.obase, t.offsets, t.rows,
+            search_cpu._dead_bits(dead, t.n), masks, wlo, whi)  # noqa: SLF001
 
 
 def topk(t: MihTables, queries: np.ndarray, codes: np.ndarray, dead: np.ndarray | None, k: int, *,
