@@ -168,7 +168,7 @@ def run_kills(args: argparse.Namespace, root: Path) -> list[dict]:
     harness = KillHarness()
     rows = []
     try:
-        for kind in KINDS:
+        for kind in args.kill_kinds or KINDS:
             folder = root / kind  # on disk, not tmpfs: fsync and rename are what is being tested
             harness.init(kind, folder)
             rng = random.Random(f"{args.seed}:kill:{kind}")
@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per case before it counts as a hang")
     parser.add_argument("--kills", type=int, default=100, help="SIGKILL trials per writer (0: none)")
+    parser.add_argument("--kill-kinds", nargs="*", help="writers to kill (default: all; e.g. index)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=os.environ.get("CMHASH_DATA", str(REPO.parent / "shared" / "data")))
     parser.add_argument("--out", default=str(REPO / "RELIABILITY.md"))

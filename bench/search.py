@@ -101,7 +101,7 @@ def main() -> int:
             rng = np.random.default_rng(1000 * bits + n % 997)
             db = rng.integers(0, 256, (n, bits // 8), dtype=np.uint8)
             queries = rng.integers(0, 256, (nq, bits // 8), dtype=np.uint8)
-            index = HammingIndex(bits)
+            index = HammingIndex(bits, method="scan")
             index.add(db)
             index.search(queries[:8], k)  # compile / warm up
             flat = None

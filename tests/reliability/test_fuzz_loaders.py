@@ -16,7 +16,7 @@ from cmfuzz.runner import CaseRunner
 from cmfuzz.targets import TARGETS
 
 # Examples per loader: a few seconds each on 2 cores (the tokenizer parses a 466 kB tokenizer.json).
-EXAMPLES = {"index": 300, "checkpoint": 150, "hub-manifest": 200, "train-state": 200, "export": 250,
+EXAMPLES = {"index": 300, "index-v1": 200, "checkpoint": 150, "hub-manifest": 200, "train-state": 200, "export": 250,
             "runtime-export": 200, "codes-file": 200, "tokenizer": 40, "engine-sidecar": 300, "coco": 200,
             "mirflickr": 200}
 

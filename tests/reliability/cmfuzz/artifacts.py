@@ -17,14 +17,34 @@ MIRFLICKR_ROWS = 200  # rows of the MIRFlickr-25K .mat/.txt files kept in the sm
 
 
 def build_index(folder: Path, n: int = 300, bits: int = 64) -> Path:
-    """A saved HammingIndex of `n` random codes with sparse ids (format version 1)."""
+    """A saved HammingIndex (format version 2) with every optional section: user ids (sparse),
+    removed rows (the tombstone bitmap) and a metadata block."""
     from cmhash.runtime.index import HammingIndex
 
     rng = np.random.default_rng(0)
-    index = HammingIndex(bits, backend="numpy")
+    index = HammingIndex(bits, backend="numpy", meta={"model": {"sha256": "ab" * 32, "method": "dhaph", "bits": bits}})
     index.add(rng.integers(0, 256, (n, bits // 8), dtype=np.uint8), ids=np.arange(n) * 3 + 7)
+    index.remove(np.arange(0, n, 7) * 3 + 7)
     folder.mkdir(parents=True, exist_ok=True)
     index.save(folder / "db.cmhx")
+    return folder
+
+
+def build_index_v1(folder: Path, n: int = 300, bits: int = 64) -> Path:
+    """A format-version-1 index file (header, ids, codes), written from its spec in
+    docs/formats/index-file.md: files of the previous release must still load."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(1)
+    ids = (np.arange(n, dtype="<i8") * 5 + 2).tobytes()
+    codes = rng.integers(0, 256, (n, bits // 8), dtype=np.uint8).tobytes()
+    codes_offset = (64 + 8 * n + 63) // 64 * 64
+    head = struct.pack("<8sIIIIQQQI", b"CMHASHIX", 1, 64, bits, bits // 8, n, 64, codes_offset,
+                       zlib.crc32(codes, zlib.crc32(ids)))
+    raw = head + struct.pack("<I", zlib.crc32(head)) + bytes(8) + ids
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "db.cmhx").write_bytes(raw + bytes(codes_offset - len(raw)) + codes)
     return folder
 
 
@@ -114,7 +134,7 @@ def build_export(folder: Path, work: Path, coco_root: Path) -> Path:
 def build_sidecar(folder: Path) -> Path:
     """`image.engine` (stand-in bytes) with its sidecar from `make_meta` + `write_sidecar`."""
     from cmhash.export.engine_meta import BuildOptions, make_meta
-    from cmhash.runtime.engine_meta import write_sidecar
+    from cmhash.runtime.formats.engine_sidecar import write_sidecar
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "image.onnx").write_bytes(b"onnx bytes")
@@ -172,9 +192,9 @@ def build_mirflickr(folder: Path, mirflickr_root: Path, rows: int = MIRFLICKR_RO
 
 
 def build_codes(folder: Path, coco_root: Path) -> Path:
-    """A `codes.npz` as `cmhash encode texts` writes it (runtime.codes_file.save_codes): the codes of
+    """A `codes.npz` as `cmhash encode texts` writes it (runtime.formats.codes_file.save_codes): the codes of
     64 real coco-mini captions (random 64-bit codes stand in for an encoder's output)."""
-    from cmhash.runtime.codes_file import CodesFile, save_codes
+    from cmhash.runtime.formats.codes_file import CodesFile, save_codes
 
     caps = json.loads((coco_root / "annotations" / "captions_val2017.json").read_text())
     items = [a["caption"].strip() for a in caps["annotations"][:64]]

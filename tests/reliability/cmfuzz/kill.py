@@ -35,7 +35,7 @@ _HERE = Path(__file__).resolve().parent
 def _index_version(v: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(v)
     n = 100_000 + 5_000 * v  # about 1.6 MB: a write takes long enough to be hit mid-way
-    return np.arange(n, dtype=np.int64) * (v + 1), rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    return np.arange(n, dtype=np.int64) * (2 - v), rng.integers(0, 256, (n, 8), dtype=np.uint8)
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,8 +43,8 @@ def _index(v: int):
     from cmhash.runtime.index import HammingIndex
 
     ids, codes = _index_version(v)
-    index = HammingIndex(64, backend="numpy")
-    index.add(codes, ids)
+    index = HammingIndex(64, backend="numpy", meta={"version": v})  # v1: ids implicit, codes only
+    index.add(codes, None if v == 1 else ids)
     return index
 
 
@@ -82,10 +82,10 @@ def _state(v: int) -> dict[str, Any]:
 
 
 def _export_manifest(v: int) -> dict[str, Any]:
-    return {"format": "cmhash-export/1", "bits": 16 * (v + 1), "modalities": ["text"],
+    return {"format": "cmhash-export/2", "bits": 16 * (v + 1), "modalities": ["text"],
             "encoders": {"text": {"files": {"fp32": "text.onnx"}, "input_kind": "bow", "inputs": ["bow"],
                                   "vocabulary": "vocabulary.json", "version": v}},
-            "files": {f"f{i}.onnx": {"sha256": f"{v:064x}", "bytes": i} for i in range(2000)},
+            "files": {f"f{i}.onnx": {"sha256": f"{v:064x}", "size": i} for i in range(2000)},
             "validation": None, "fp16": None}
 
 
@@ -105,9 +105,9 @@ def write_version(kind: str, folder: Path, v: int) -> None:
 
         save_state(_state(v % 2), folder, "train_state")
     elif kind == "export-json":
-        from cmhash.export.manifest import write_manifest
+        from cmhash.runtime.formats.export_manifest import write_export_manifest
 
-        write_manifest(folder, _export_manifest(v % 2))
+        write_export_manifest(folder, _export_manifest(v % 2))
     else:
         raise ValueError(kind)
 
@@ -120,7 +120,7 @@ def identify(kind: str, folder: Path) -> str:
         index = HammingIndex.load(folder / "db.cmhx", backend="numpy")
         for v in (0, 1):
             ids, codes = _index_version(v)
-            if np.array_equal(index.ids, ids) and np.array_equal(index.codes, codes):
+            if np.array_equal(index.ids, ids) and np.array_equal(index.codes, codes) and index.meta == {"version": v}:
                 return f"v{v}"
     elif kind == "checkpoint":
         import torch
@@ -145,9 +145,9 @@ def identify(kind: str, folder: Path) -> str:
                     and all(torch.equal(state["model"][k], t) for k, t in want["model"].items())):
                 return f"v{v}"
     elif kind == "export-json":
-        from cmhash.export.manifest import read_manifest
+        from cmhash.runtime.formats.export_manifest import read_export_manifest
 
-        manifest = read_manifest(folder)
+        manifest = read_export_manifest(folder)
         for v in (0, 1):
             if manifest == _export_manifest(v):
                 return f"v{v}"

@@ -207,9 +207,15 @@ def mutate_text(data: bytes, rng: random.Random) -> bytes:
 
 
 # ------------------------------------------------------------------------------------ structured
-# The .cmhx header (runtime/index_format.py): bits 16, code_bytes 20, count 24, ids_offset 32,
-# codes_offset 40, version 8, header_size 12, payload_crc 48, header_crc 52.
-CMHX_FIELDS = (8, 12, 16, 20, 24, 32, 40, 48, 52)
+# The .cmhx header (docs/formats/index-file.md). Both versions: version 8, header_size 12, bits 16,
+# code_bytes 20, count 24, payload_crc 48, header_crc 52. Version 1: ids_offset 32, codes_offset 40.
+# Version 2: flags 32, meta_len 40, meta_crc 44.
+CMHX_FIELDS = {1: (8, 12, 16, 20, 24, 32, 40, 48, 52), 2: (8, 12, 16, 20, 24, 32, 40, 44, 48, 52)}
+_CRC_FIELDS = 2  # the last two fields of each tuple: payload and header CRCs
+
+
+def _cmhx_version(data: bytes) -> int:
+    return 1 if len(data) >= 12 and struct.unpack_from("<I", data, 8)[0] == 1 else 2
 
 
 def _fix_cmhx_crcs(data: bytes, payload: bool) -> bytes:
@@ -218,27 +224,42 @@ def _fix_cmhx_crcs(data: bytes, payload: bool) -> bytes:
     out = bytearray(data)
     if payload:
         out[48:52] = struct.pack("<I", _payload_crc(bytes(out)))
+        if _cmhx_version(data) == 2:
+            meta_len = struct.unpack_from("<I", out, 40)[0]
+            out[44:48] = struct.pack("<I", zlib.crc32(bytes(out[64:64 + meta_len])))
     out[52:56] = struct.pack("<I", zlib.crc32(bytes(out[:52])))
     return bytes(out)
 
 
 def _payload_crc(data: bytes) -> int:
-    """CRC of ids + codes as the writer computes it: skip the zero padding between them."""
-    count = struct.unpack_from("<Q", data, 24)[0]
-    codes_offset = struct.unpack_from("<Q", data, 40)[0]
-    ids_end = min(len(data), 64 + 8 * count)
-    return zlib.crc32(data[codes_offset:], zlib.crc32(data[64:ids_end]))
+    """CRC of the payload sections as the writer computes it: skip the zero padding between them."""
+    count, bits = struct.unpack_from("<Q", data, 24)[0], struct.unpack_from("<I", data, 16)[0]
+    if _cmhx_version(data) == 1:
+        codes_offset = struct.unpack_from("<Q", data, 40)[0]
+        ids_end = min(len(data), 64 + 8 * count)
+        return zlib.crc32(data[codes_offset:], zlib.crc32(data[64:ids_end]))
+    from cmhash.runtime.formats.index_file import layout
+
+    flags = struct.unpack_from("<Q", data, 32)[0]
+    lay = layout(bits, count, flags, struct.unpack_from("<I", data, 40)[0])
+    crc = zlib.crc32(data[lay["codes"]:lay["codes"] + count * (bits // 8)])
+    if lay["ids"]:
+        crc = zlib.crc32(data[lay["ids"]:lay["ids"] + 8 * count], crc)
+    if lay["dead"]:
+        crc = zlib.crc32(data[lay["dead"]:lay["dead"] + (count + 7) // 8], crc)
+    return crc
 
 
 def mutate_cmhx(data: bytes, rng: random.Random) -> bytes:
+    fields = CMHX_FIELDS[_cmhx_version(data)]
     op = rng.randrange(4)
-    if op == 0:  # forged header field, CRC fixed: only the consistency checks stand in the way
-        return _fix_cmhx_crcs(forge_int(data, rng, CMHX_FIELDS[:7]), payload=False)
-    if op == 1:  # payload changed (e.g. negative or repeated ids), both CRCs fixed
+    if op == 0:  # forged header field, CRCs fixed: only the consistency checks stand in the way
+        return _fix_cmhx_crcs(forge_int(data, rng, fields[:-_CRC_FIELDS]), payload=False)
+    if op == 1:  # payload changed (negative or repeated ids, tombstones, the metadata JSON), CRCs fixed
         out = mutate_bytes(data[64:], rng)
         return _fix_cmhx_crcs(data[:64] + out, payload=True)
     if op == 2:
-        return forge_int(data, rng, CMHX_FIELDS)
+        return forge_int(data, rng, fields)
     return mutate_bytes(data, rng)
 
 

@@ -44,11 +44,18 @@ def load_index(folder: Path) -> Any:
 
     from cmhash.runtime.index import HammingIndex
 
+    from cmhash.runtime.search_cpu import numba_available
+
     path = folder / "db.cmhx"
-    for kwargs in ({}, {"mmap": True}, {"verify": False}):
-        index = HammingIndex.load(path, backend="numpy", **kwargs)
+    cases = [{"backend": "numpy"}, {"backend": "numpy", "mmap": True, "verify": True},
+             {"backend": "numpy", "verify": False}]
+    if numba_available():  # the multi-index tables built over whatever the file held
+        cases.append({"method": "mih"})
+    for kwargs in cases:
+        index = HammingIndex.load(path, **kwargs)
         q = np.zeros((1, index.bits // 8), np.uint8)
         index.search(q, k=3)
+        index.range_search(q, 2)
     return index
 
 
@@ -72,7 +79,7 @@ def load_train_state(folder: Path) -> Any:
 
 def load_export(folder: Path) -> Any:
     """What a runtime reads of an export folder: export.json, the file checksums, the BoW vocabulary."""
-    from cmhash.export.manifest import check_files, read_manifest
+    from cmhash.runtime.formats.export_manifest import check_files, read_export_manifest as read_manifest
     from cmhash.zoo.data import BowVocabulary
 
     manifest = read_manifest(folder)
@@ -99,13 +106,13 @@ def record_sha256(folder: Path, name: str, data: bytes, rng: Any) -> None:
     if name == "export.json" or rng.random() < 0.5:
         return
     manifest = json.loads((folder / "export.json").read_text())
-    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     (folder / "export.json").write_text(json.dumps(manifest))
 
 
 def load_codes_file(folder: Path) -> Any:
     """What `cmhash index build` does with a codes file: read it, then index the codes."""
-    from cmhash.runtime.codes_file import load_codes
+    from cmhash.runtime.formats.codes_file import load_codes
     from cmhash.runtime.index import HammingIndex
 
     data = load_codes(folder / "codes.npz")
@@ -122,7 +129,8 @@ def load_tokenizer(folder: Path) -> Any:
 
 
 def load_sidecar(folder: Path) -> Any:
-    from cmhash.runtime.engine_meta import check_sidecar, read_sidecar
+    from cmhash.runtime.engine_meta import check_sidecar
+    from cmhash.runtime.formats.engine_sidecar import read_sidecar
 
     from .artifacts import built_platform
 
@@ -137,7 +145,9 @@ def load_folder_dataset(folder: Path) -> Any:
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("index", "HammingIndex.load (+ mmap, verify=False) and a search", "build_index",
+    Target("index", "HammingIndex.load (+ mmap, verify=False, MIH) and searches: format v2 with ids, "
+           "tombstones and metadata", "build_index", {"db.cmhx": "cmhx"}, load_index),
+    Target("index-v1", "the same loads of a format-version-1 index file", "build_index_v1",
            {"db.cmhx": "cmhx"}, load_index),
     Target("checkpoint", "CrossModalHasher.from_pretrained (config.json, model.safetensors)", "build_checkpoint",
            {"config.json": "json", "model.safetensors": "safetensors"}, load_checkpoint),
