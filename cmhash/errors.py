@@ -110,8 +110,9 @@ class ExportFolderError(ExportError, ValueError):
     """An export folder is incomplete or inconsistent (no export.json, a missing or modified model file,
     metadata that disagrees with export.json); the message says which file and how to re-export.
 
-    A subclass of `ExportError` as well (and so of `CmhashError`): `cmhash.export.manifest.read_manifest`
-    is the runtime's reader, so callers of either side can catch the type they always caught.
+    A subclass of `ExportError` as well (and so of `CmhashError`): export.json has one reader
+    (`cmhash.runtime.formats.export_manifest.read_export_manifest`) for the runtime and the export side,
+    so callers of either side can catch the type they always caught.
     """
 
 

@@ -1,7 +1,8 @@
 """Build-side half of the engine sidecar: the rebuild command and the metadata of a fresh engine.
 
-Reading and checking sidecars lives in `cmhash.runtime.engine_meta` (torch-free, so the runtime can
-check an engine before deserializing it); it is re-exported here for the export code.
+The sidecar file is runtime/formats/engine_sidecar.py (its one reader and writer) and the check against
+this machine `cmhash.runtime.engine_meta` (torch-free, so the runtime can check an engine before
+deserializing it).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import cmhash
-from cmhash.runtime.engine_meta import (EngineMeta, Platform, check_sidecar, current_platform, read_sidecar,
-                                        sidecar_path, write_sidecar)
+from cmhash.runtime.engine_meta import Platform
+from cmhash.runtime.formats.engine_sidecar import EngineMeta
 from cmhash.runtime.io import sha256_file
 
-__all__ = ["BuildOptions", "EngineMeta", "Platform", "check_sidecar", "current_platform", "make_meta",
-           "read_sidecar", "rebuild_command", "sidecar_path", "write_sidecar"]
+__all__ = ["BuildOptions", "make_meta", "rebuild_command"]
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,17 @@ from cmhash.errors import ExportError, ExportValidationError, require
 from cmhash.runtime.codes import pack
 from cmhash.runtime.io import sha256_file
 
-from .manifest import model_file, read_manifest, refresh_files, write_json, write_manifest
+from cmhash.runtime.formats.export_manifest import (FP16_REPORT_NAME, Fp16Check, Fp16Variant, add_sections, model_file,
+                                                    read_export_manifest)
+from cmhash.runtime.formats.export_manifest import write_report as save_report
+
+from .protos import save_proto, set_metadata
+from .runner import Runner, flips_of, session
 from .samples import build_inputs
-from .validate import Runner, flips_of, session
+from .sources import load_source_dataset
 
 MIN_AGREEMENT = 0.995
 MAX_MAP_CHANGE = 0.005
-REPORT_NAME = "validation.fp16.json"
 PACK_PREFIX = "cmhash_pack/"
 
 
@@ -113,7 +117,6 @@ def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
     import onnx
 
     float16 = require("onnxruntime.transformers.float16", "cpu", "The fp16 ONNX variant")
-    from .onnx import save_proto, set_metadata
 
     model = onnx.load(str(src))
     if [o.name for o in model.graph.output] != ["hash", "codes"]:
@@ -143,19 +146,16 @@ def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
 
 
 def add_fp16_variants(folder: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
-    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json is updated."""
+    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json gets `Fp16Variant`s
+    (and `manifest`, when given, is updated in place)."""
     folder = Path(folder)
-    manifest = manifest if manifest is not None else read_manifest(folder)
-    written = []
+    manifest = manifest if manifest is not None else read_export_manifest(folder)
+    variants = []
     for modality, enc in manifest["encoders"].items():
         name = model_file(modality, "fp16")
-        info = convert_fp16(folder / enc["files"]["fp32"], folder / name)
-        enc["files"]["fp16"] = name
-        enc["fp16_conversion"] = info
-        written.append(name)
-    refresh_files(folder, manifest, written)
-    write_manifest(folder, manifest)
-    return written
+        variants.append(Fp16Variant(modality, name, convert_fp16(folder / enc["files"]["fp32"], folder / name)))
+    add_sections(folder, *variants, manifest=manifest)
+    return [v.file for v in variants]
 
 
 def _run_all(runner: Runner, inputs: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,10 +188,8 @@ def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | N
 
     step = on_step or (lambda _msg: None)
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_export_manifest(folder)
     if dataset is None:
-        from .onnx import load_source_dataset
-
         dataset = load_source_dataset(manifest["source"].get("data", {}).get("dataset"), data_root)
     inputs = build_inputs(folder, manifest, dataset, captions="all")
     values: dict[str, dict[str, np.ndarray]] = {"fp32": {}, "fp16": {}}
@@ -238,11 +236,9 @@ def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | N
         "failures": failures,
     }
     if write_report:
-        write_json(folder / REPORT_NAME, report)
-        manifest = read_manifest(folder)
-        manifest["fp16"] = {k: report[k] for k in ("passed", "thresholds", "bit_agreement", "bits_flipped",
-                                                   "bits_total", "map", "failures")} | {"report": REPORT_NAME}
-        write_manifest(folder, manifest)
+        save_report(folder, FP16_REPORT_NAME, report)
+        add_sections(folder, Fp16Check(**{k: report[k] for k in ("passed", "thresholds", "bit_agreement",
+                                                                  "bits_flipped", "bits_total", "map", "failures")}))
     if failures:
         raise ExportValidationError(f"the fp16 variant of {folder} fails {len(failures)} check(s):\n  - "
                                     + "\n  - ".join(failures), failures, report)

@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import re
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,14 +27,14 @@ from typing import Any, Callable, Iterator, Mapping
 
 import cmhash
 from cmhash.errors import ExportError, ExportValidationError
-from cmhash.runtime.io import sha256_file
-from cmhash.runtime.io import atomic_write
+from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, file_entries,
+                                                    model_file, write_export_manifest)
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
-from cmhash.runtime.export_folder import ENCODER_FORMAT
-from cmhash.runtime.formats.checkpoint import CheckpointConfig
-
-from .manifest import (FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, model_file, refresh_files, write_manifest)
+from .fp16 import add_fp16_variants, validate_fp16
+from .protos import copy_atomic, save_proto, set_metadata
+from .sources import load_source_dataset, source_hashes
+from .validate import validate_export
 
 MIN_OPSET = 18
 EXPORTER = "torch.onnx.export(dynamo=True)"
@@ -78,12 +77,6 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def source_hashes(checkpoint: str | Path) -> dict[str, str]:
-    checkpoint = Path(checkpoint)
-    return {name: sha256_file(checkpoint / name) for name in ("model.safetensors", "config.json")
-            if (checkpoint / name).is_file()}
-
-
 def encoder_entry(spec: EncoderSpec, precision_files: dict[str, str]) -> dict[str, Any]:
     """The runtime's view of one encoder in export.json."""
     c = spec.config
@@ -105,14 +98,14 @@ def encoder_entry(spec: EncoderSpec, precision_files: dict[str, str]) -> dict[st
     return entry
 
 
-def onnx_metadata(spec: EncoderSpec, config: CheckpointConfig, hashes: Mapping[str, str],
+def onnx_metadata(spec: EncoderSpec, method: str, hashes: Mapping[str, str],
                   precision: str = "fp32") -> dict[str, str]:
     """`metadata_props` of one encoder: enough to use the file without export.json."""
     c = spec.config
     meta = {
         "cmhash_version": cmhash.__version__,
         "cmhash_format": ENCODER_FORMAT,
-        "method": config.method,
+        "method": method,
         "bits": str(spec.bits),
         "modality": spec.modality,
         "precision": precision,
@@ -130,23 +123,6 @@ def onnx_metadata(spec: EncoderSpec, config: CheckpointConfig, hashes: Mapping[s
         "source_config_sha256": hashes.get("config.json", ""),
     }
     return meta
-
-
-def set_metadata(proto: Any, meta: Mapping[str, str]) -> None:
-    """Replace the keys of `meta` in a ModelProto's metadata_props, keeping the others."""
-    keep = [p for p in proto.metadata_props if p.key not in meta]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def save_proto(proto: Any, path: str | Path) -> Path:
-    """Serialize a (< 2 GB) ModelProto into one file, atomically."""
-    with atomic_write(path) as fh:
-        fh.write(proto.SerializeToString())
-    return Path(path)
 
 
 def export_encoder(spec: EncoderSpec, path: str | Path, metadata: Mapping[str, str], opset: int = MIN_OPSET) -> Path:
@@ -173,12 +149,6 @@ def export_encoder(spec: EncoderSpec, path: str | Path, metadata: Mapping[str, s
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported {spec.modality} encoder is not a valid ONNX model: {exc}") from exc
     return save_proto(proto, path)
-
-
-def copy_atomic(src: str | Path, dst: str | Path) -> Path:
-    with open(src, "rb") as fin, atomic_write(dst) as fout:
-        shutil.copyfileobj(fin, fout)
-    return Path(dst)
 
 
 def write_text_assets(spec: EncoderSpec, folder: Path, *, tokenizer_file: str | Path | None = None,
@@ -256,7 +226,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     for modality, spec in specs.items():
         step(f"exporting the {modality} encoder ({spec.config.name})")
         name = model_file(modality)
-        export_encoder(spec, out / name, onnx_metadata(spec, config, hashes), opset)
+        export_encoder(spec, out / name, onnx_metadata(spec, config.method, hashes), opset)
         written.append(name)
         encoders[modality] = encoder_entry(spec, {"fp32": name})
         if spec.modality == "text":
@@ -279,17 +249,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         "validation": None,
         "fp16": None,
     }
-    refresh_files(out, manifest, written)
-    write_manifest(out, manifest)
+    manifest["files"] = file_entries(out, written)
+    write_export_manifest(out, manifest)
     result = ExportResult(out, manifest, files=written)
     if fp16:
-        from .fp16 import add_fp16_variants
-
         step("converting to fp16")
         result.files += add_fp16_variants(out, manifest)
     if not validate:
         return result
-    from .validate import validate_export
 
     failure: ExportValidationError | None = None
     try:
@@ -297,8 +264,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     except ExportValidationError as exc:
         failure, result.validation = exc, exc.report
     if fp16:
-        from .fp16 import validate_fp16
-
         try:
             result.fp16 = validate_fp16(out, dataset=dataset, on_step=step)
         except ExportValidationError as exc:
@@ -308,18 +273,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         failure.result = result  # both reports, for callers that print them
         raise failure
     return result
-
-
-def load_source_dataset(name: str | None, data_root: str | None = None) -> Any:
-    """The dataset a checkpoint trained on (its config's `data.dataset`), from the data root."""
-    from cmhash.errors import DataNotFoundError
-    from cmhash.zoo.data import load_dataset
-
-    name = name or "coco-mini"
-    try:
-        return load_dataset(name, data_root)
-    except DataNotFoundError as exc:
-        raise DataNotFoundError(
-            f"the export is checked against PyTorch on real inputs, by default the data the checkpoint trained on "
-            f"({name}), which is not here: {exc} Or check on your own photos and captions: "
-            "--images DIR --texts FILE (one caption per line).") from exc

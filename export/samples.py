@@ -17,7 +17,7 @@ from cmhash.errors import ExportError
 from cmhash.runtime.preprocess import ImagePreprocess
 from cmhash.runtime.tokenize import TextTokenizer
 
-from .manifest import TOKENIZER_NAME, VOCABULARY_NAME
+from cmhash.runtime.formats.export_manifest import TOKENIZER_NAME, VOCABULARY_NAME
 
 Feed = dict[str, np.ndarray]
 

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cmhash.errors import ConfigError, EngineBuildError, ExportError, require
+from cmhash.runtime.engine_meta import Platform, current_platform
+from cmhash.runtime.formats.engine_sidecar import EngineMeta, sidecar_path, write_sidecar
+from cmhash.runtime.formats.export_manifest import Engine, add_sections, read_export_manifest
 from cmhash.runtime.io import atomic_write
 
-from .engine_meta import BuildOptions, EngineMeta, Platform, current_platform, make_meta, rebuild_command, write_sidecar
-from .manifest import read_manifest, write_manifest
+from .engine_meta import BuildOptions, make_meta, rebuild_command
+from .fp16 import add_fp16_variants
 
 SUPPORTED_MAJORS = (10, 11)
 TIMING_CACHE_NAME = "tensorrt.timing.cache"
@@ -162,7 +165,7 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
     trt = trt if trt is not None else require("tensorrt", "trt", "Building TensorRT engines")
     step = on_step or (lambda _msg: None)
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_export_manifest(folder)
     path = precision_path(str(trt.__version__), options.precision)
     wanted = options.modalities or tuple(manifest["encoders"])
     unknown = [m for m in wanted if m not in manifest["encoders"]]
@@ -171,8 +174,6 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
     if options.timing_cache is None:
         options = replace(options, timing_cache=str(folder / TIMING_CACHE_NAME))
     if path == "fp16-onnx" and any("fp16" not in manifest["encoders"][m]["files"] for m in wanted):
-        from .fp16 import add_fp16_variants
-
         step("making the fp16 ONNX variants (TensorRT 11 builds half precision from them)")
         add_fp16_variants(folder, manifest)
     results: dict[str, EngineMeta] = {}
@@ -188,11 +189,9 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
         results[modality] = build_engine(folder / onnx_name, folder / engine_name, options=opts,
                                          command=rebuild_command(folder, options), modality=modality, trt=trt,
                                          platform=platform)
-    manifest.setdefault("engines", {}).update(
-        {m: {"file": f"{m}.engine", "sidecar": f"{m}.engine.json", "precision_path": meta.precision_path,
-             "tensorrt_version": meta.tensorrt_version, "source_onnx": meta.source_onnx}
-         for m, meta in results.items()})
-    write_manifest(folder, manifest)
+    add_sections(folder, *(Engine(m, f"{m}.engine", sidecar_path(f"{m}.engine").name, meta.precision_path,
+                                  meta.tensorrt_version, meta.source_onnx) for m, meta in results.items()),
+                 manifest=manifest)
     return results
 
 

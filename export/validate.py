@@ -15,59 +15,20 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from cmhash.errors import ExportError, ExportValidationError, require
+from cmhash.errors import ExportError, ExportValidationError
 from cmhash.runtime.codes import pack
 
-from .encoders import OUTPUT_NAMES
-from .manifest import REPORT_NAME, check_files, read_manifest, write_json, write_manifest
+from cmhash.runtime.formats.export_manifest import REPORT_NAME, Validation, add_sections, check_files, read_export_manifest
+from cmhash.runtime.formats.export_manifest import write_report as save_report
+
+from .encoders import OUTPUT_NAMES, build_encoders, run_encoder_batch
+from .runner import Runner, flips_of, session
 from .samples import ModalityInputs, build_inputs
+from .sources import load_source_dataset, source_hashes
 
 DEFAULT_ATOL = 1e-4
 AXIS_BATCHES = (1, 37)
-MAX_LISTED_FLIPS = 200
 CHECKS = ("files", "names", "dynamic axes", "shapes", "max abs diff", "bit agreement")
-
-
-def session(path: str | Path, threads: int = 0):
-    """A CPU onnxruntime session with its log lines kept quiet."""
-    ort = require("onnxruntime", "cpu", "Checking ONNX encoders")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-class Runner:
-    """Runs a session with the expected input names, mapping by position when the model's names differ."""
-
-    def __init__(self, sess: Any, expected_inputs: tuple[str, ...]) -> None:
-        self.sess = sess
-        self.inputs = [i.name for i in sess.get_inputs()]
-        self.outputs = [o.name for o in sess.get_outputs()]
-        self.expected_inputs = expected_inputs
-
-    def __call__(self, feed: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        by_position = dict(zip(self.inputs, (feed[n] for n in self.expected_inputs)))
-        outs = self.sess.run(None, by_position)
-        named = dict(zip(self.outputs, outs))
-        if all(n in named for n in OUTPUT_NAMES):
-            return named["hash"], named["codes"]
-        if len(outs) != 2:
-            raise ExportError(f"expected 2 outputs (hash, codes), the model has {len(outs)}: {self.outputs}")
-        return outs[0], outs[1]
-
-
-def flips_of(reference_codes: np.ndarray, codes: np.ndarray, h: np.ndarray) -> dict[str, Any]:
-    """Bits that differ between two packed code arrays, with |h| of each (h: the reference values)."""
-    diff = np.unpackbits(reference_codes ^ codes, axis=1, bitorder="little").astype(bool)
-    rows, bits = np.nonzero(diff)
-    total = reference_codes.shape[0] * reference_codes.shape[1] * 8
-    listed = [{"sample": int(r), "bit": int(b), "abs_h": float(abs(h[r, b]))}
-              for r, b in list(zip(rows, bits))[:MAX_LISTED_FLIPS]]
-    return {"bits_total": int(total), "bits_flipped": int(len(rows)),
-            "bit_agreement": float(1.0 - len(rows) / total) if total else 1.0,
-            "flips": listed, "max_abs_h_flipped": float(np.abs(h[rows, bits]).max()) if len(rows) else None}
 
 
 class _Collector:
@@ -149,12 +110,10 @@ def validate_export(folder: str | Path, *, checkpoint: str | Path | None = None,
     """
     step = on_step or (lambda _msg: None)
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_export_manifest(folder)
     if encoders is None:
         encoders = _reference_encoders(manifest, checkpoint)
     if dataset is None:
-        from .onnx import load_source_dataset
-
         dataset = load_source_dataset(manifest["source"].get("data", {}).get("dataset"), data_root)
     bits = int(manifest["bits"])
     col = _Collector()
@@ -176,9 +135,8 @@ def validate_export(folder: str | Path, *, checkpoint: str | Path | None = None,
         "failures": col.failures,
     }
     if write_report:
-        write_json(folder / REPORT_NAME, report)
-        manifest["validation"] = summary(report)
-        write_manifest(folder, manifest)
+        save_report(folder, REPORT_NAME, report)
+        add_sections(folder, summary(report), manifest=manifest)
     if col.failures:
         raise ExportValidationError(f"{len(col.failures)} validation check(s) failed for {folder}:\n  - "
                                     + "\n  - ".join(col.failures), col.failures, report)
@@ -187,8 +145,6 @@ def validate_export(folder: str | Path, *, checkpoint: str | Path | None = None,
 
 def _validate_one(col: _Collector, modality: str, path: Path, enc: dict[str, Any], spec: Any, inputs: ModalityInputs,
                   bits: int, atol: float, axis_batches: tuple[int, ...], batch_size: int) -> dict[str, Any]:
-    from .encoders import run_encoder_batch
-
     try:
         runner = Runner(session(path), tuple(enc["inputs"]))
     except Exception as exc:  # noqa: BLE001 - a file onnxruntime cannot load fails every check
@@ -247,9 +203,6 @@ def _validate_one(col: _Collector, modality: str, path: Path, enc: dict[str, Any
 def _reference_encoders(manifest: dict[str, Any], checkpoint: str | Path | None) -> dict[str, Any]:
     from cmhash.zoo.model import CrossModalHasher
 
-    from .encoders import build_encoders
-    from .onnx import source_hashes
-
     path = Path(checkpoint or manifest["source"]["checkpoint"])
     if not path.is_dir():
         raise ExportError(f"the source checkpoint {path} is not there; pass --checkpoint CKPT")
@@ -262,12 +215,12 @@ def _reference_encoders(manifest: dict[str, Any], checkpoint: str | Path | None)
     return build_encoders(CrossModalHasher.from_pretrained(path))
 
 
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The part of a report that export.json keeps."""
+def summary(report: dict[str, Any]) -> Validation:
+    """The part of a report that export.json keeps (its `validation` section)."""
     keep = ("max_abs_diff", "bit_agreement", "bits_flipped", "bits_total", "max_abs_h_flipped", "samples")
-    return {"passed": report["passed"], "atol": report.get("atol"), "data": report.get("data"),
-            "encoders": {m: {k: r.get(k) for k in keep if k in r} for m, r in report.get("encoders", {}).items()},
-            "failures": report.get("failures", []), "report": REPORT_NAME}
+    return Validation(passed=report["passed"], atol=report.get("atol"), data=report.get("data"),
+                      encoders={m: {k: r.get(k) for k in keep if k in r} for m, r in report.get("encoders", {}).items()},
+                      failures=report.get("failures", []))
 
 
 def report_table(report: dict[str, Any]):

@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cmhash.errors import EngineMismatchError, require
-from cmhash.runtime.engine_meta import EngineMeta, Platform, check_sidecar, current_platform
+from cmhash.runtime.engine_meta import Platform, check_sidecar, current_platform
+from cmhash.runtime.formats.engine_sidecar import EngineMeta
 
 
 class TensorRTSession:

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import httpx2
 from huggingface_hub import HfApi, snapshot_download
@@ -37,7 +37,7 @@ from huggingface_hub.utils import validate_repo_id
 
 import cmhash
 from cmhash.errors import (
-    CheckpointNotFoundError, ChecksumError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
+    CheckpointNotFoundError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
 )
 from cmhash.runtime.formats.checkpoint import CONFIG_NAME, REQUIRED_FILES, WEIGHTS_NAME, read_checkpoint
 from cmhash.runtime.formats.manifest import read_manifest, write_manifest

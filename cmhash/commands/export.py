@@ -144,10 +144,10 @@ def validate_folder(
     * `cmhash export validate exports/dmsh64 --checkpoint runs/dmsh64 --json`
     """
     from cmhash.export.fp16 import validate_fp16
-    from cmhash.export.manifest import read_manifest
     from cmhash.export.validate import validate_export
+    from cmhash.runtime.formats.export_manifest import read_export_manifest
 
-    manifest = read_manifest(folder)
+    manifest = read_export_manifest(folder)
     if fp16 is None:
         fp16 = all("fp16" in e["files"] for e in manifest["encoders"].values())
     ds = _load(dataset, data_root, images, texts)

@@ -30,7 +30,7 @@ import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError, require
 from cmhash.runtime.codes import check_bits
-from cmhash.runtime.codes_file import CodesFile
+from cmhash.runtime.formats.codes_file import CodesFile
 from cmhash.runtime.io import atomic_write, read_json
 
 FORMAT = "cmhash-code-shards/1"

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmhash.errors import InvalidInputError
-from cmhash.runtime.codes_file import CodesFile, load_codes
+from cmhash.runtime.formats.codes_file import CodesFile, load_codes
 from cmhash.runtime.distributed.cluster import ray_cluster
 from cmhash.runtime.distributed.code_shards import is_code_shards, read_code_shards
 from cmhash.runtime.input_files import image_paths, read_texts

@@ -3,7 +3,8 @@
 Each module owns one format and has exactly one reader and one writer; the zoo, the exporter and
 the runtime read and write files only through them. The package imports only cmhash.errors,
 cmhash.runtime.io, numpy and the standard library (third-party readers inside functions), so every
-layer can import it and the dependency arrows stay one way.
+layer can import it and the dependency arrows stay one way. One exception: codes_file.py uses
+cmhash.runtime.codes (a leaf: numpy and cmhash.errors), the one definition of the packed-code layout.
 
 - manifest.py: file integrity (sha256 + size), for checkpoints, the Hub and exports;
 - checkpoint.py: a trained hasher's folder (config.json, model.safetensors, vocabulary.json);

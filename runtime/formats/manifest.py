@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,6 +24,15 @@ from cmhash.runtime.io import atomic_write, read_json
 
 FORMAT = "cmhash-manifest/1"
 MANIFEST_NAME = "manifest.json"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 60, 60, 3
+
+
+def short(value: Any) -> str:
+    """A bounded repr for messages: a damaged file may hold 100,000-character strings or deep nesting."""
+    return _REPR.repr(value)
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,7 @@ class FileEntry:
         """Raises ValueError naming the expected shape; callers wrap it in their typed error."""
         if (not isinstance(raw, dict) or set(raw) != {"sha256", "size"} or not isinstance(raw["sha256"], str)
                 or type(raw["size"]) is not int or raw["size"] < 0):
-            raise ValueError(f'an entry must be {{"sha256": HEX, "size": BYTES}}, got {str(raw)[:80]!r}')
+            raise ValueError(f'an entry must be {{"sha256": HEX, "size": BYTES}}, got {short(raw)}')
         return cls(raw["sha256"], raw["size"])
 
 
@@ -68,15 +78,15 @@ def entries(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, FileEn
 def parse_files(raw: Any) -> dict[str, FileEntry]:
     """A `files` mapping (name -> entry) from JSON; ValueError on the first bad name or entry."""
     if not isinstance(raw, dict):
-        raise ValueError(f'files must map file names to {{"sha256": HEX, "size": BYTES}}, got {str(raw)[:80]!r}')
+        raise ValueError(f'files must map file names to {{"sha256": HEX, "size": BYTES}}, got {short(raw)}')
     out = {}
     for name, entry in raw.items():
         if not inside(name):
-            raise ValueError(f"files lists {str(name)[:80]!r}, which is not a path inside the folder")
+            raise ValueError(f"files lists {short(name)}, which is not a path inside the folder")
         try:
             out[name] = FileEntry.from_dict(entry)
         except ValueError as exc:
-            raise ValueError(f"{str(name)[:80]!r}: {exc}") from None
+            raise ValueError(f"the entry of {short(name)} in files: {exc}") from None
     return out
 
 

@@ -58,8 +58,8 @@ def test_validate_failure_exits_with_the_table_and_a_typed_error(session_export,
 
 def test_onnx_command_calls_the_library_and_summarises(session_export, monkeypatch, tmp_path):
     import cmhash.export.onnx as onnx_module
-    from cmhash.export.manifest import read_manifest
     from cmhash.export.onnx import ExportResult
+    from cmhash.runtime.formats.export_manifest import read_export_manifest as read_manifest
 
     seen = {}
 

@@ -1,4 +1,5 @@
-"""runtime/engine_meta.py (sidecar reading and checking, torch-free) and export/engine_meta.py."""
+"""runtime/formats/engine_sidecar.py (the sidecar file), runtime/engine_meta.py (checking it, torch-free) and
+export/engine_meta.py."""
 
 import json
 
@@ -7,8 +8,9 @@ import pytest
 from cmhash.errors import EngineMismatchError
 from cmhash.export.engine_meta import BuildOptions, make_meta, rebuild_command
 from cmhash.runtime import engine_meta
-from cmhash.runtime.engine_meta import (EngineMeta, Platform, check_sidecar, current_platform, read_sidecar,
-                                        sha256_file, sidecar_path, write_sidecar)
+from cmhash.runtime.engine_meta import Platform, check_sidecar, current_platform
+from cmhash.runtime.formats.engine_sidecar import EngineMeta, read_sidecar, sidecar_path, write_sidecar
+from cmhash.runtime.io import sha256_file
 
 BUILT = Platform("10.9.0.34", "12.8", "NVIDIA A100-SXM4-80GB", "8.0")
 COMMAND = "cmhash export trt exports/m --min-batch 1 --opt-batch 32 --max-batch 256"

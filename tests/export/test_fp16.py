@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cmhash.errors import ExportError, ExportValidationError
 from cmhash.export.fp16 import convert_fp16, fp16_table, validate_fp16
-from cmhash.export.validate import session
+from cmhash.export.runner import session
 
 
 def test_fp16_bit_agreement_on_coco_mini(session_export):

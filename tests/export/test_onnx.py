@@ -14,9 +14,10 @@ from torch import nn
 
 from cmhash.errors import ExportError
 from cmhash.export.encoders import BowEncoder, EncoderSpec, run_encoder_batch
-from cmhash.export.manifest import check_files, read_manifest
 from cmhash.export.onnx import export_encoder, quiet
-from cmhash.export.validate import Runner, session
+from cmhash.export.runner import Runner, session
+from cmhash.runtime.formats.export_manifest import check_files
+from cmhash.runtime.formats.export_manifest import read_export_manifest as read_manifest
 from cmhash.runtime.codes import pack
 from cmhash.runtime.io import sha256_file
 from cmhash.runtime.preprocess import ImagePreprocess

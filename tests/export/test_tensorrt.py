@@ -10,7 +10,9 @@ from fake_tensorrt import FakeTensorRT
 from typer.testing import CliRunner
 
 from cmhash.errors import ConfigError, EngineBuildError, EngineMismatchError, ExportError, MissingDependencyError
-from cmhash.export.engine_meta import BuildOptions, Platform, check_sidecar, read_sidecar
+from cmhash.export.engine_meta import BuildOptions
+from cmhash.runtime.engine_meta import Platform, check_sidecar
+from cmhash.runtime.formats.engine_sidecar import read_sidecar
 from cmhash.export.tensorrt import build_engines, precision_path, profile_shapes
 from cmhash.runtime.io import sha256_file
 
@@ -210,7 +212,7 @@ def test_real_engine_builds_and_matches_onnxruntime(export_copy):
     trt = _real_tensorrt()
     import torch
 
-    from cmhash.export.validate import Runner, session
+    from cmhash.export.runner import Runner, session
 
     folder = export_copy()
     meta = build_engines(folder, BuildOptions(batch=(1, 4, 8), precision="fp32", modalities=("image",)))["image"]

@@ -9,7 +9,8 @@ import pytest
 from rich.console import Console
 
 from cmhash.errors import ExportError, ExportValidationError
-from cmhash.export.validate import CHECKS, flips_of, report_table, validate_export
+from cmhash.export.runner import flips_of
+from cmhash.export.validate import CHECKS, report_table, validate_export
 from cmhash.runtime.codes import pack
 
 

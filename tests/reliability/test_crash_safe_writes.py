@@ -3,7 +3,7 @@ the new one, never a torn or mixed one (cmfuzz.kill drives the writers).
 
 Per file type: 24 kills at a uniformly random moment in [0, 0.25 s] of a writer that saves versions in
 a loop through cmhash's real save functions (HammingIndex.save, CrossModalHasher.save_pretrained,
-state_io.save_state, export.manifest.write_manifest).
+state_io.save_state, formats.export_manifest.write_export_manifest).
 """
 
 from __future__ import annotations

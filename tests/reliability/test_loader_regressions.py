@@ -39,7 +39,7 @@ def _replace(folder: Path, name: str, data: bytes) -> None:
     """Write `name` and record its sha256 in export.json, as a careful forger (or a bad export) would."""
     (folder / name).write_bytes(data)
     _edit_manifest(folder, lambda m: m["files"].__setitem__(
-        name, {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}))
+        name, {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
 
 
 def _load_text_encoder(folder: Path):
@@ -107,7 +107,7 @@ EXPORT_CASES = {
     # was AttributeError: manifest["files"].get on a non-object
     "export.json files is true":
         (lambda f: _edit_manifest(f, lambda m: m.__setitem__("files", True)), ExportFolderError,
-         rf'export.json is damaged: files must map file names to {{"sha256": HEX, "bytes": N}}, got True; {REEXPORT}'),
+         rf'export.json is damaged: files must map file names to {{"sha256": HEX, "size": BYTES}}, got True; {REEXPORT}'),
     # was AttributeError / TypeError on encoders of the wrong type
     "export.json encoders is a list":
         (lambda f: _edit_manifest(f, lambda m: m.__setitem__("encoders", ["text"])), ExportFolderError,
@@ -141,18 +141,18 @@ def test_a_damaged_export_folder_is_a_typed_error(case, real_folder, tmp_path):
 
 
 def test_export_and_runtime_read_export_json_with_one_reader(real_folder, tmp_path):
-    """cmhash.export.manifest.read_manifest is the runtime's reader: same checks, same message, and its
-    error is still an ExportError for the export side's callers."""
-    from cmhash.export.manifest import read_manifest as export_read
-    from cmhash.runtime.export_folder import read_manifest as runtime_read
+    """The runtime's ExportFolder and the export side read export.json through the one reader
+    (runtime/formats/export_manifest.py): same checks, and its error is an ExportError too."""
+    from cmhash.runtime.export_folder import ExportFolder
+    from cmhash.runtime.formats.export_manifest import read_export_manifest
 
     folder = _export_copy(real_folder, tmp_path)
-    assert export_read(folder) == runtime_read(folder) == json.loads((folder / "export.json").read_text())
+    assert read_export_manifest(folder) == ExportFolder(folder).manifest == json.loads((folder / "export.json").read_text())
     _edit_manifest(folder, lambda m: m.__setitem__("modalities", "text"))
     with pytest.raises(ExportError) as from_export:
-        export_read(folder)
+        read_export_manifest(folder)
     with pytest.raises(ExportFolderError) as from_runtime:
-        runtime_read(folder)
+        ExportFolder(folder)
     assert isinstance(from_export.value, ExportFolderError) and isinstance(from_export.value, CmhashError)
     assert str(from_export.value) == str(from_runtime.value)
     assert "modalities must list 'image' and/or 'text' once each, got 'text'" in str(from_runtime.value)
@@ -233,7 +233,7 @@ CODES_CASES = {
 
 @pytest.mark.parametrize("case", list(CODES_CASES))
 def test_a_damaged_codes_file_is_a_typed_error(case, real_folder, tmp_path):
-    from cmhash.runtime.codes_file import load_codes
+    from cmhash.runtime.formats.codes_file import load_codes
 
     make, message = CODES_CASES[case]
     path = make(real_folder, tmp_path)
@@ -250,7 +250,7 @@ def test_a_damaged_codes_file_is_a_typed_error(case, real_folder, tmp_path):
 
 def test_the_fixtures_of_these_cases_load_when_intact(real_folder, tmp_path):
     """So the cases above fail because of the damage, not because of the fixture."""
-    from cmhash.runtime.codes_file import load_codes
+    from cmhash.runtime.formats.codes_file import load_codes
 
     result = _load_text_encoder(_export_copy(real_folder, tmp_path))
     assert result.codes.shape == (1, 2)

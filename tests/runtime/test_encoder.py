@@ -182,8 +182,8 @@ def test_manifest_problems(tiny_copy):
     with pytest.raises(ExportFolderError, match="not valid JSON"):
         load_encoder(folder, "image")
     folder = tiny_copy("tiny-bow")
-    rewrite_manifest(folder, lambda m: m.update(format="cmhash-export/2"))
-    with pytest.raises(ExportFolderError, match="cmhash-export/2.*upgrade cmhash"):
+    rewrite_manifest(folder, lambda m: m.update(format="cmhash-export/3"))
+    with pytest.raises(ExportFolderError, match="cmhash-export/3.*upgrade cmhash"):
         load_encoder(folder, "text")
 
 

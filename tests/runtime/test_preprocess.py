@@ -88,7 +88,7 @@ def test_training_side_transform_equals_the_runtime_one(coco_images):
 
     for name in CONFIGS:
         config = get_config(name)
-        meta = onnx_metadata(EncoderSpec("image", None, config, 64), {"method": "dmsh"}, {})
+        meta = onnx_metadata(EncoderSpec("image", None, config, 64), "dmsh", {})
         entry = EncoderEntry("image", "pixels", ("pixels",), {}, {"preprocess": config.preprocess.to_dict()})
         runtime = ImagePreprocess.from_dict(check_metadata(meta, Folder(), entry, "test")["preprocess"])
         assert runtime == ImagePreprocess(*CONFIGS[name])

@@ -14,7 +14,7 @@ import pytest
 
 from cmhash.errors import EngineMismatchError, MissingDependencyError
 from cmhash.runtime.encoder import load_encoder
-from cmhash.runtime.engine_meta import EngineMeta, write_sidecar
+from cmhash.runtime.formats.engine_sidecar import EngineMeta, write_sidecar
 from cmhash.runtime.io import sha256_file
 from cmhash.runtime.trt_session import TensorRTSession
 

@@ -17,13 +17,14 @@ Every graph ends with the exporter's bit packing: (hash >= 0) -> float @ powers 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from cmhash.runtime.formats.export_manifest import file_entries, write_export_manifest
 
 HERE = Path(__file__).resolve().parent
 BITS = 16
@@ -138,13 +139,12 @@ def entry(input_kind: str, inputs: list[str], file: str, **extra) -> dict:
 
 
 def manifest(folder: Path, encoders: dict, names: list[str]) -> None:
-    files = {n: {"sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest(), "bytes": (folder / n).stat().st_size}
-             for n in names}
-    data = {"format": "cmhash-export/1", "cmhash_version": "0.1.0", "created": "fixture",
+    """export.json through its one writer (runtime/formats/export_manifest.py)."""
+    data = {"cmhash_version": "0.1.0", "created": "fixture",
             "exporter": {"name": "tests/runtime/data/make_tiny_exports.py", "opset": OPSET}, "method": "tiny",
-            "bits": BITS, "modalities": list(encoders), "encoders": encoders, "source": {}, "files": files,
-            "validation": None, "fp16": None}
-    (folder / "export.json").write_text(json.dumps(data, indent=2) + "\n")
+            "bits": BITS, "modalities": list(encoders), "encoders": encoders, "source": {},
+            "files": file_entries(folder, names), "validation": None, "fp16": None}
+    write_export_manifest(folder, data)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`codes.npz`: encoded items on disk, between `cmhash encode` and `cmhash index build`.
+"""`codes.npz`: encoded items on disk, between `cmhash encode` and `cmhash index build` (spec:
+docs/formats/codes-file.md). The one writer is `save_codes`, the one reader `load_codes`.
 
 An uncompressed numpy .npz (read without pickles, each array's size checked against its zip entry
 before numpy allocates for it) holding:

@@ -1,0 +1,30 @@
+"""The checkpoint an export comes from: its files' sha256s and the dataset it trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cmhash.runtime.formats.checkpoint import CONFIG_NAME, VOCABULARY_NAME, WEIGHTS_NAME
+from cmhash.runtime.io import sha256_file
+
+
+def source_hashes(checkpoint: str | Path) -> dict[str, str]:
+    checkpoint = Path(checkpoint)
+    return {name: sha256_file(checkpoint / name) for name in (WEIGHTS_NAME, CONFIG_NAME, VOCABULARY_NAME)
+            if (checkpoint / name).is_file()}
+
+
+def load_source_dataset(name: str | None, data_root: str | None = None) -> Any:
+    """The dataset a checkpoint trained on (its config's `data.dataset`), from the data root."""
+    from cmhash.errors import DataNotFoundError
+    from cmhash.zoo.data import load_dataset
+
+    name = name or "coco-mini"
+    try:
+        return load_dataset(name, data_root)
+    except DataNotFoundError as exc:
+        raise DataNotFoundError(
+            f"the export is checked against PyTorch on real inputs, by default the data the checkpoint trained on "
+            f"({name}), which is not here: {exc} Or check on your own photos and captions: "
+            "--images DIR --texts FILE (one caption per line).") from exc
