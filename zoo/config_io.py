@@ -21,6 +21,8 @@ class JsonConfig:
     """Mixin for frozen dataclasses: `replace`, `to_dict`/`from_dict` and `to_json`/`from_json`."""
 
     RENAMED: ClassVar[Mapping[str, str]] = {}
+    # Fields holding a nested config object (a class with `from_dict`), e.g. a backbone's preprocessing.
+    NESTED: ClassVar[Mapping[str, Any]] = {}
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated again by `__post_init__`)."""
@@ -40,7 +42,16 @@ class JsonConfig:
         for f in dataclasses.fields(cls):  # JSON has no tuples: restore them so configs compare equal
             if isinstance(f.default, tuple) and isinstance(kwargs.get(f.name), list):
                 kwargs[f.name] = tuple(kwargs[f.name])
-        return cls(**kwargs)
+        for name, nested in cls.NESTED.items():
+            if isinstance(kwargs.get(name), Mapping):
+                try:
+                    kwargs[name] = nested.from_dict(kwargs[name])
+                except ValueError as exc:
+                    raise ConfigError(f"{cls.__name__} {name}: {exc}") from exc
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{cls.__name__}: {exc}") from exc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -2,25 +2,27 @@
 
 It is saved in checkpoint `config.json` files and in ONNX metadata, so a model loaded later gets the
 same preprocessing and tokenization it was trained with (loading weights with default preprocessing
-silently gives different codes).
+silently gives different codes). Its JSON round trip is `JsonConfig`'s (zoo/config_io.py), the one
+writer of the configs.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
 
 from cmhash.errors import ConfigError
 from cmhash.runtime.preprocess import ImagePreprocess
+from cmhash.zoo.config_io import JsonConfig
 
 MODALITIES = ("image", "text")
 INPUT_KINDS = ("pixels", "tokens", "bow")
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(JsonConfig):
     """A backbone's architecture, input format and weights source.
 
     - `input_kind`: "pixels" (NCHW float, from `preprocess`), "tokens" (`input_ids`, `attention_mask`
@@ -44,6 +46,8 @@ class BackboneConfig:
     weights: str = "init"
     description: str = ""
     arch: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    NESTED: ClassVar[Mapping[str, Any]] = {"preprocess": ImagePreprocess}
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -81,42 +85,3 @@ class BackboneConfig:
             json.dumps(self.arch)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.name}: arch must be JSON-safe: {exc}") from exc
-
-    def replace(self, **changes: Any) -> "BackboneConfig":
-        """A copy with some fields changed (validated again), e.g. `input_dim=1386` for MIRFlickr tags."""
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
-        if unknown:
-            raise ConfigError(f"unknown backbone config field(s) {unknown}")
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (lists, not tuples), so `json.dumps` and ONNX metadata take it as is."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "preprocess" and value is not None:
-                value = value.to_dict()
-            elif f.name == "arch":
-                value = copy.deepcopy(dict(value))
-            out[f.name] = value
-        return json.loads(json.dumps(out))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BackboneConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a backbone config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown backbone config field(s) {unknown}; known: {sorted(known)}")
-        kwargs = dict(data)
-        if kwargs.get("preprocess") is not None:
-            try:
-                kwargs["preprocess"] = ImagePreprocess.from_dict(kwargs["preprocess"])
-            except ValueError as exc:
-                raise ConfigError(f"backbone config {data.get('name')!r}: {exc}") from exc
-        kwargs["arch"] = copy.deepcopy(dict(kwargs.get("arch") or {}))
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # a required field is missing
-            raise ConfigError(f"invalid backbone config {dict(data)!r}: {exc}") from exc
