@@ -80,8 +80,12 @@ BACKENDS = ("auto", "numba", "numpy", "cupy")
 METHODS = ("auto", "scan", "mih")
 #: "auto" uses MIH from this many items on (below it the scan is as fast; BENCHMARKS.md).
 AUTO_MIH_MIN_ITEMS = 1 << 18
-#: "auto": per-query MIH work budget (buckets + candidates) as a fraction of the items.
-AUTO_MIH_BUDGET = 1 / 32
+#: "auto": per-query MIH work budget (buckets + candidates) as a fraction of the items: a bucket
+#: or candidate costs about 100x a scanned code (BENCHMARKS.md §Search at scale), so this bounds a
+#: failed attempt to about 1/3 of a scan.
+AUTO_MIH_BUDGET = 1 / 256
+#: "auto": queries tried first; if most of them exceed the budget the rest of the batch is scanned.
+AUTO_MIH_SAMPLE = 16
 _COMPACT_AT = 0.5  # compact when more than this fraction of the rows is removed
 _MIH_TAIL_MIN = 1 << 16  # rows added after the tables that trigger no rebuild yet (or 1/8 of them)
 
@@ -457,7 +461,15 @@ class HammingIndex:
 
     def _mih_topk(self, st: _State, t: mih.MihTables, queries: np.ndarray, k: int, threads: int):
         budget = int(st.n * AUTO_MIH_BUDGET) + 1 if self._method == "auto" else 0
-        dist, pos, failed = mih.topk(t, queries, st.live_codes, st.dead_bits, k, budget=budget, threads=threads)
+        if budget and queries.shape[0] > 2 * AUTO_MIH_SAMPLE:  # codes where MIH does not pay: scan the batch
+            dist, pos, failed = mih.topk(t, queries[:AUTO_MIH_SAMPLE], st.live_codes, st.dead_bits, k, budget=budget)
+            if failed.mean() > 0.5:
+                return search_cpu.topk(queries, st.live_codes, k, backend="numba", threads=threads, dead=st.dead_bits)
+            rest = mih.topk(t, queries[AUTO_MIH_SAMPLE:], st.live_codes, st.dead_bits, k, budget=budget,
+                            threads=threads)
+            dist, pos, failed = (np.concatenate([a, b]) for a, b in zip((dist, pos, failed), rest))
+        else:
+            dist, pos, failed = mih.topk(t, queries, st.live_codes, st.dead_bits, k, budget=budget, threads=threads)
         tail = st.n > t.n
         if tail:  # rows added since the tables were built: scanned, then merged by (distance, row)
             dead = None if st.dead is None else st.dead_bits[t.n // 8:]

@@ -140,6 +140,9 @@ def test_auto_uses_mih_with_a_scan_fallback_and_the_same_answers(monkeypatch):
         auto.add(db)
         queries = np.concatenate([db[:10], rng.integers(0, 256, (10, 8), dtype=np.uint8)])
         check_same(scan, auto, queries, (1, 10, 100))
+        many = np.concatenate([db[:30], rng.integers(0, 256, (30, 8), dtype=np.uint8)])  # a sample decides
+        check_same(scan, auto, many, (1, 100), radii=())
+        check_same(scan, auto, many[::-1].copy(), (1, 100), radii=())
         assert auto._tables is not None  # noqa: SLF001 - MIH ran (k * 64 <= n)
     t = auto._tables  # noqa: SLF001
     d, p, failed = mih.topk(t, queries, auto._state.live_codes, None, 100, budget=50)  # noqa: SLF001
