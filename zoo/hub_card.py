@@ -8,7 +8,6 @@ code length; `ModelCard(str(card)).data.eval_results` parses them back.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import cmhash
 from cmhash.errors import CheckpointNotFoundError, WeightsError
+from cmhash.runtime.formats.checkpoint import CONFIG_NAME, read_checkpoint
 
 TEMPLATE = "template.md.j2"  # in model_cards/, installed as package data of cmhash.model_cards
 LICENSE = "apache-2.0"  # of the weights in the repo (the hash heads); the data and backbones keep theirs
@@ -86,22 +86,19 @@ DATASETS = {
 
 
 def _read(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    """The run's checkpoint config (read by runtime/formats/checkpoint.py), as the card's JSON data."""
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
         raise CheckpointNotFoundError(f"{run_dir} has no config.json: train a run first (cmhash train ... --out "
-                                      f"{run_dir})") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WeightsError(f"{path} is not valid JSON ({exc})") from exc
-    missing = [k for k in ("method", "bits", "image_backbone", "text_backbone", "data", "training", "metrics")
-               if k not in config]
-    if missing or "test" not in config.get("metrics", {}):
+                                      f"{run_dir})")
+    config = read_checkpoint(run_dir).config
+    missing = [k for k in ("training", "metrics") if getattr(config, k) is None]
+    if missing or "test" not in config.metrics:
         raise WeightsError(f"{path} lacks {', '.join(missing) or 'metrics.test'}: a card needs a finished run "
                            "(its config.json gets the test metrics when training ends)")
-    if config["method"] not in METHODS:
-        raise WeightsError(f"{path} names method {config['method']!r}; cards know {', '.join(METHODS)}")
-    return config
+    if config.method not in METHODS:
+        raise WeightsError(f"{path} names method {config.method!r}; cards know {', '.join(METHODS)}")
+    return config.to_dict()
 
 
 def _eval_results(config: dict[str, Any], model_name: str) -> list[EvalResult]:
