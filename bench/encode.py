@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmhash.runtime.formats.export_manifest import read_export_manifest
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = REPO / "runs" / "export_validation" / "dmsh"
 RUNTIME_PYTHON = REPO / ".venv-runtime" / "bin" / "python"
@@ -241,7 +243,7 @@ def markdown(args, rows, prep, cold, size) -> str:
              f"- onnxruntime {metadata.version('onnxruntime')}, torch {torch.__version__}, numpy {np.__version__}",
              f"- 1-minute load average {args.load[0]:.1f} before and {args.load[1]:.1f} after the encoder timings "
              "(the machine is shared with other jobs)",
-             f"- model: {args.export} ({json.loads((args.export / 'export.json').read_text())['method']}, "
+             f"- model: {args.export} ({read_export_manifest(args.export)['method']}, "
              "EfficientNet-Lite0 + head, MiniLM-L6 + head)",
              "",
              "",

@@ -150,9 +150,9 @@ def main() -> None:
 
 
 def result_map(validation: dict, ckpt: Path, key: str) -> str:
-    import json
+    from cmhash.runtime.formats.checkpoint import read_checkpoint
 
-    metrics = json.loads((ckpt / "config.json").read_text()).get("metrics", {}).get("test", {})
+    metrics = (read_checkpoint(ckpt).config.metrics or {}).get("test", {})
     return f"{metrics[key]:.4f}" if key in metrics else "n/a"
 
 
