@@ -1,23 +1,20 @@
 """Bag-of-words text input for BoW towers (DCPH's text network), from an export's vocabulary.json.
 
-The word rule and the vocabulary format live here, in the torch-free runtime; the training side
-(`cmhash.zoo.data.BowVocabulary`, zoo/data/vocab.py) imports them, and tests/runtime/test_bow.py
-checks both sides give the same rows.
+The word rule lives here, in the torch-free runtime, and the vocabulary file in
+runtime/formats/vocabulary.py; the training side (`cmhash.zoo.data.BowVocabulary`, zoo/data/vocab.py)
+uses both, and tests/runtime/test_bow.py checks both sides give the same rows.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cmhash.errors import DataFormatError, InvalidInputError
-from cmhash.runtime.io import read_json
-
-VOCABULARY_FORMAT = "cmhash.bow_vocabulary"
+from cmhash.errors import InvalidInputError
+from cmhash.runtime.formats.vocabulary import read_vocabulary
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -30,19 +27,7 @@ class BowTextInput:
     """Texts -> float32 binary bag-of-words rows over a saved vocabulary (words outside it are ignored)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        try:
-            data = read_json(path)
-        except (OSError, ValueError) as exc:  # read_json: bad UTF-8, bad JSON, nesting too deep
-            raise DataFormatError(f"cannot read the vocabulary {path} ({exc}); export the checkpoint again") from exc
-        if not isinstance(data, dict) or data.get("format") != VOCABULARY_FORMAT or data.get("version") != 1:
-            raise DataFormatError(f'{path} is not a version-1 cmhash vocabulary ("format": "{VOCABULARY_FORMAT}"); '
-                                  "export the checkpoint again")
-        words = data.get("words")
-        if (not isinstance(words, list) or not all(isinstance(w, str) for w in words)
-                or len(words) != data.get("size") or len(set(words)) != len(words)):
-            raise DataFormatError(f'{path}: "words" must be "size" distinct strings; export the checkpoint again')
-        self.words = tuple(words)
+        self.words = read_vocabulary(path, "export the checkpoint again")
         self.index = {w: i for i, w in enumerate(self.words)}
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ cmhash.runtime.codes (a leaf: numpy and cmhash.errors), the one definition of th
 
 - manifest.py: file integrity (sha256 + size), for checkpoints, the Hub and exports;
 - checkpoint.py: a trained hasher's folder (config.json, model.safetensors, vocabulary.json);
+- vocabulary.py: a bag-of-words tower's vocabulary.json (checkpoints and exports);
 - export_manifest.py: an export folder's export.json;
 - codes_file.py: encoded items (codes.npz);
 - index_file.py: a Hamming index file;

@@ -100,8 +100,8 @@ def test_json_round_trip(tmp_path, mirflickr_tags):
 @pytest.mark.parametrize(
     ("content", "error", "fragment"),
     [
-        ('{"format": "cmhash.bow_vocabulary", "words": [', DataFormatError, "not valid JSON"),
-        ('["a", "b"]', DataFormatError, "not a cmhash vocabulary"),
+        ('{"format": "cmhash.bow_vocabulary", "words": [', DataFormatError, "cannot read the vocabulary"),
+        ('["a", "b"]', DataFormatError, "is not a version-1 cmhash vocabulary"),
         (
             '{"format": "cmhash.bow_vocabulary", "version": 1, "size": 3, "words": ["a", "b"]}',
             DataFormatError,
@@ -110,7 +110,7 @@ def test_json_round_trip(tmp_path, mirflickr_tags):
         (
             '{"format": "cmhash.bow_vocabulary", "version": 1, "size": 2, "words": ["a", "a"]}',
             DataFormatError,
-            "unique",
+            "distinct",
         ),
         (
             '{"format": "cmhash.bow_vocabulary", "version": 9, "size": 0, "words": []}',

@@ -12,7 +12,6 @@ order: no frequency rule applied to the 20,015 pairs alone reproduces YAll's ord
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError, InvalidInputError
-from cmhash.runtime.bow import VOCABULARY_FORMAT as _FORMAT
 from cmhash.runtime.bow import caption_words  # the one word rule, shared with the runtime
-from cmhash.runtime.io import atomic_write, read_json
+from cmhash.runtime.formats.vocabulary import read_vocabulary, vocabulary_bytes
+from cmhash.runtime.io import atomic_write
 
 
 def caption_docs(captions: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -131,9 +130,8 @@ class BowVocabulary:
         return out
 
     def to_bytes(self) -> bytes:
-        """The vocabulary file's content (UTF-8 JSON), as `save` writes it and checkpoints store it."""
-        data = {"format": _FORMAT, "version": 1, "size": len(self.words), "words": list(self.words)}
-        return json.dumps(data, ensure_ascii=False, indent=0).encode("utf-8")
+        """The vocabulary file's content (runtime/formats/vocabulary.py), as `save` writes it and checkpoints store it."""
+        return vocabulary_bytes(self.words)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON, atomically."""
@@ -152,19 +150,7 @@ class BowVocabulary:
         fix = "Fix: rebuild it with BowVocabulary.build(docs).save(path)."
         if not path.is_file():
             raise DataNotFoundError(f"missing vocabulary file {path}: BowVocabulary.save writes it. {fix}")
-        try:
-            data = read_json(path)
-        except (ValueError, OSError) as exc:
-            raise DataFormatError(f"{path} is not valid JSON ({exc}). {fix}") from exc
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise DataFormatError(f'{path} is not a cmhash vocabulary (no "format": "{_FORMAT}"). {fix}')
-        if data.get("version") != 1:
-            raise DataFormatError(
-                f"{path} has vocabulary version {data.get('version')!r}; this cmhash reads 1."
-            )
-        words = data.get("words")
-        if not isinstance(words, list) or data.get("size") != len(words):
-            raise DataFormatError(f'{path}: "words" must be a list of "size" strings. {fix}')
+        words = read_vocabulary(path, fix)
         try:
             return cls(words)
         except InvalidInputError as exc:
