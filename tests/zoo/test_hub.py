@@ -396,3 +396,30 @@ def test_a_registered_model_loads_its_pinned_commit(fake_hub, run_dir, monkeypat
     folder = hub.resolve_source("zoo:dmsh16-test")
     assert folder.name == sha and not (folder / "onnx").exists()
     assert hub.load_hasher("zoo:dmsh16-test").bits == 16
+
+
+def test_a_bow_checkpoint_is_staged_with_its_vocabulary(tmp_path):
+    """Checkpoint format 2 carries the BoW vocabulary: `stage` publishes it, the manifest lists it,
+    and the loaded hasher has it back."""
+    import torch
+
+    from cmhash.zoo.backbones import build_backbone, get_config
+    from cmhash.zoo.data import BowVocabulary
+    from cmhash.zoo.model import CrossModalHasher
+    from cmhash.zoo.recipes import make_config
+
+    torch.manual_seed(0)
+    vocab = BowVocabulary([f"w{i}" for i in range(40)])
+    bow = get_config("bow-mlp", input_dim=len(vocab), out_dim=64)
+    scores = {"map_i2t": 0.5, "map_t2i": 0.5, "score": 0.5, "precision_i2t": {}, "precision_t2i": {}}
+    config = {"format": "cmhash-hasher/2", "method": "dcph", "bits": 16,
+              "recipe": make_config("dcph", "paper", bits=16).to_dict(), "modalities": ["text"],
+              "image_backbone": get_config("alexnet").to_dict(), "text_backbone": bow.to_dict(),
+              "backbones_trained": True, "data": {"dataset": "coco-mini", "split_seed": 0, "split": {}},
+              "training": {"selected_epoch": 0, "selected_on": "val", "epochs": 1, "seconds": 1.0, "setup": {}},
+              "metrics": {"val": scores, "test": scores}}
+    run = CrossModalHasher(config, {"text": build_backbone(bow)}, vocab).save_pretrained(tmp_path / "run")
+    dest = hub.stage(run, tmp_path / "staged")
+    listed = json.loads((dest / "manifest.json").read_text())["files"]
+    assert {"config.json", "model.safetensors", "vocabulary.json", "README.md"} <= set(listed)
+    assert hub.load_hasher(f"local-dir:{dest}").vocabulary == vocab
