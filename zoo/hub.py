@@ -37,10 +37,10 @@ from huggingface_hub.utils import validate_repo_id
 
 import cmhash
 from cmhash.errors import (
-    CheckpointNotFoundError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
+    CheckpointNotFoundError, ChecksumError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
 )
 from cmhash.runtime.formats.checkpoint import CONFIG_NAME, REQUIRED_FILES, WEIGHTS_NAME, read_checkpoint
-from cmhash.runtime.formats.manifest import read_manifest, write_manifest
+from cmhash.runtime.formats.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from cmhash.runtime.io import atomic_write
 
 CARD_NAME = "README.md"
@@ -243,11 +243,20 @@ def download(source: str, revision: str | None = None, local_files_only: bool | 
         raise NotCachedError(f"{src.repo_id} at revision {src.revision!r} is not in the local Hugging Face cache "
                              f"{cache} (or only partly), and {why}. Fetch it once with network: {command}") from exc
     pinned = f"{src.repo_id}@{path.name}" if _COMMIT.match(path.name) else str(src)
-    read_manifest(path, fix=f"fetch it again with: cmhash download {pinned} --force", must_list=REQUIRED_FILES)
+    _verify(path, fix=f"fetch it again with: cmhash download {pinned} --force")
     return path
 
 
 # ------------------------------------------------------------------------------------------- loading
+def _verify(folder: Path, *, fix: str, required: bool = True) -> None:
+    """Check the folder's manifest; it must list the checkpoint's files, its vocabulary included."""
+    files = read_manifest(folder, fix=fix, required=required, must_list=REQUIRED_FILES)
+    vocabulary = read_checkpoint(folder).config.vocabulary if files is not None else None
+    if vocabulary and vocabulary not in files:
+        raise ChecksumError(f"{folder / MANIFEST_NAME} does not list {vocabulary}, which config.json names: "
+                            f"the checkpoint cannot be checked. Fix: {fix}")
+
+
 def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
                    local_files_only: bool | None = None) -> Path:
     """The local checkpoint folder of `hf-hub:ORG/NAME[@REV]`, `zoo:NAME`, `local-dir:PATH` or a path.
@@ -273,8 +282,7 @@ def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
         from cmhash.zoo.model import refuse_pickles  # imports torch, on this error path only
 
         refuse_pickles(folder)  # a pickle-only folder gets the why-and-how-to-convert message first
-    read_manifest(folder, required=False, must_list=REQUIRED_FILES,
-                  fix="copy the folder again from where it came from, or publish and download it again")
+    _verify(folder, required=False, fix="copy the folder again from where it came from, or publish and download it again")
     return folder
 
 

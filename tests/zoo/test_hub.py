@@ -423,3 +423,8 @@ def test_a_bow_checkpoint_is_staged_with_its_vocabulary(tmp_path):
     listed = json.loads((dest / "manifest.json").read_text())["files"]
     assert {"config.json", "model.safetensors", "vocabulary.json", "README.md"} <= set(listed)
     assert hub.load_hasher(f"local-dir:{dest}").vocabulary == vocab
+    manifest = json.loads((dest / "manifest.json").read_text())
+    del manifest["files"]["vocabulary.json"]  # an unlisted file is never loaded unchecked
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ChecksumError, match="does not list vocabulary.json"):
+        hub.load_hasher(f"local-dir:{dest}")
