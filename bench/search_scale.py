@@ -228,6 +228,28 @@ def run_row(args, n: int, bits: int, source: str, out) -> None:
     os.rmdir(folder)
 
 
+def memory_check(n: int) -> None:
+    """The issue's memory rows: a HammingIndex(64) of n random codes, added at once or in 40 batches;
+    array bytes and this process's RSS growth per code, after the adds and after one search."""
+    codes = np.random.default_rng(0).integers(0, 256, (n, 8), dtype=np.uint8)
+    q = codes[:100]
+    warm = HammingIndex(64, method="scan")
+    warm.add(codes[:5000])
+    warm.search(q, 10, threads=1)  # numba compiled before measuring
+    del warm
+    for how in ("one add", "40 adds"):
+        gc.collect()
+        base = rss()
+        index = HammingIndex(64, method="scan")
+        for s in (range(0, n, n) if how == "one add" else range(0, n, -(-n // 40))):
+            index.add(codes[s:s + (n if how == "one add" else -(-n // 40))])
+        after_add = rss() - base
+        index.search(q, 100, threads=1)
+        print(f"| {n:,} | {how} | {sum(index.memory_bytes().values()) / n:.2f} | {after_add / n:.2f} | "
+              f"{(rss() - base) / n:.2f} |")
+        del index
+
+
 def parse_peer_queries(items: list[str]) -> dict[str, int]:
     out = {}
     for item in items:
@@ -238,34 +260,67 @@ def parse_peer_queries(items: list[str]) -> dict[str, int]:
     return out
 
 
+def _rows(path: Path) -> dict[tuple, dict]:
+    """The last row of each (n, bits, source, method, k, threads) in a results file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[(r["n"], r["bits"], r["source"], r["method"], r["k"], r["threads"])] = r
+    return out
+
+
+def _n(n: int) -> str:
+    return f"10^{round(np.log10(n))}" if n == 10 ** round(np.log10(n)) else f"{n:,}"
+
+
 def markdown(path: Path) -> str:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    head = ("| N | bits | source | k | threads | method | queries | q/s | ms/query | vs scan | identical | "
-            "recall@k | build s | RAM B/code | file B/code |\n|" + "---|" * 15)
-    lines = [head]
-    scan = {(r["n"], r["bits"], r["source"], r["k"], r["threads"]): r["qps"] for r in rows if r["method"] == "scan"}
-    for r in rows:
-        key = (r["n"], r["bits"], r["source"], r["k"], r["threads"])
+    """Speed table (one line per row, k and threads), then sizes and build times, then mmap loads."""
+    rows = _rows(path)
+    cells = sorted({k[:3] + k[4:] for k in rows}, key=lambda c: (c[1], c[0], c[2], c[4], c[3]))
+    lines = ["| N | bits | source | k | threads | cmhash scan ms/q | cmhash MIH ms/q | MIH vs scan | identical | "
+             "cmhash auto ms/q | faiss flat ms/q | faiss multi-hash ms/q | multi-hash recall@k |",
+             "|---|---:|---|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|"]
+
+    def get(c, method):
+        return rows.get((c[0], c[1], c[2], method, c[3], c[4]))
+
+    def ms(r):
+        if r is None:
+            return "not run"
+        return f"{r['ms_per_query']:.3f}" + (f" ({r['queries']} q)" if r["queries"] != 1000 else "")
+
+    for c in cells:
+        scan, fast, auto = get(c, "scan"), get(c, "mih"), get(c, "auto")
+        flat, multi = get(c, "faiss-flat"), get(c, "faiss-mih")
+        if scan is None:
+            continue
+        ratio = f"{scan['ms_per_query'] / fast['ms_per_query']:.1f}x" if fast else "-"
+        same = "-" if fast is None else ("yes" if fast["identical"] and (auto is None or auto["identical"]) else "NO")
+        lines.append(f"| {_n(c[0])} | {c[1]} | {c[2]} | {c[3]} | {c[4]} | {ms(scan)} | {ms(fast)} | {ratio} | {same} | "
+                     f"{ms(auto)} | {ms(flat)} | {ms(multi)} | "
+                     f"{'not run' if multi is None else round(multi['recall'], 3)} |")
+    lines += ["", "| N | bits | source | method | build s | RAM B/code (arrays) | RSS growth B/code | file B/code |",
+              "|---|---:|---|---|---:|---:|---:|---:|"]
+    seen = set()
+    for key, r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2], METHODS.index(kv[0][3]))):
+        if key[:4] in seen:
+            continue
+        seen.add(key[:4])
         ram = r["ram_bytes_per_code"]
-        ram_s = f"{ram:.2f}" if ram is not None else f"~{r['rss_bytes_per_code']:.1f} (RSS)"
         fb = r["file_bytes_per_code"]
         name = r["method"] + (f" (m={r['mih_m']})" if "mih_m" in r else "")
-        lines.append(
-            f"| {r['n']:.0e} | {r['bits']} | {r['source']} | {r['k']} | {r['threads']} | {name} | {r['queries']} | "
-            f"{r['qps']:,.0f} | {r['ms_per_query']:.3f} | {r['qps'] / scan[key]:.1f}x | "
-            f"{'yes' if r['identical'] else 'no'} | {r['recall']:.3f} | {r['build_s']:.1f} | {ram_s} | "
-            f"{'n/a' if fb is None else f'{fb:.2f}'} |" if key in scan else "")
-    loads = [r for r in rows if "load_mmap_s" in r and r["k"] == rows[0]["k"] and r["threads"] == rows[0]["threads"]]
-    if loads:
-        lines += ["", "| N | bits | source | load(mmap=True) s | RSS after load B | RSS after 1 search B |",
-                  "|---|---|---|---|---|---|"]
-        seen = set()
-        for r in loads:
-            key = (r["n"], r["bits"], r["source"])
-            if key not in seen:
-                seen.add(key)
-                lines.append(f"| {r['n']:.0e} | {r['bits']} | {r['source']} | {r['load_mmap_s']:.4f} | "
-                             f"{r['rss_after_load']:,} | {r['rss_after_search']:,} |")
+        lines.append(f"| {_n(r['n'])} | {r['bits']} | {r['source']} | {name} | {r['build_s']:.1f} | "
+                     f"{'-' if ram is None else f'{ram:.2f}'} | {r['rss_bytes_per_code']:.1f} | "
+                     f"{'n/a' if fb is None else f'{fb:.2f}'} |")
+    lines += ["", "| N | bits | source | load(mmap=True) s | RSS growth after load | after one scan search |",
+              "|---|---:|---|---:|---:|---:|"]
+    seen = set()
+    for key, r in rows.items():
+        if "load_mmap_s" in r and key[:3] not in seen:
+            seen.add(key[:3])
+            lines.append(f"| {_n(r['n'])} | {r['bits']} | {r['source']} | {r['load_mmap_s']:.4f} | "
+                         f"{r['rss_after_load']:,} B | {r['rss_after_search']:,} B |")
     return "\n".join(lines)
 
 
@@ -285,7 +340,12 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="folder for the temporary index files")
     ap.add_argument("--out", type=Path, default=RESULTS / "search_scale.jsonl")
     ap.add_argument("--print", action="store_true", help="only print the table of --out")
+    ap.add_argument("--memory", type=int, help="only the memory check with this many 64-bit codes (e.g. 4000000)")
     args = ap.parse_args()
+    if args.memory:
+        print("| codes | how | array B/code | RSS growth B/code after add | after a search |\n|---:|---|---:|---:|---:|")
+        memory_check(args.memory)
+        return
     if args.print:
         print(markdown(args.out))
         return

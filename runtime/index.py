@@ -78,11 +78,12 @@ __all__ = ["BACKENDS", "METHODS", "HammingIndex", "PAD_DISTANCE", "PAD_ID", "as_
 
 BACKENDS = ("auto", "numba", "numpy", "cupy")
 METHODS = ("auto", "scan", "mih")
-#: "auto" uses MIH from this many items on (below it the scan is as fast; BENCHMARKS.md).
+#: "auto" uses MIH from this many items on: the crossover measured on LSH codes (BENCHMARKS.md
+#: §Search at scale: MIH 2-4x faster at 2^18 items, slower for k = 100 at 2^16).
 AUTO_MIH_MIN_ITEMS = 1 << 18
 #: "auto": per-query MIH work budget (buckets + candidates) as a fraction of the items: a bucket
-#: or candidate costs about 100x a scanned code (BENCHMARKS.md §Search at scale), so this bounds a
-#: failed attempt to about 1/3 of a scan.
+#: or candidate (a random access) costs many times a scanned code (a vectorised pass), so a failed
+#: attempt must stop early; its measured cost is in BENCHMARKS.md §Search at scale.
 AUTO_MIH_BUDGET = 1 / 256
 #: "auto": queries tried first; if most of them exceed the budget the rest of the batch is scanned.
 AUTO_MIH_SAMPLE = 16
