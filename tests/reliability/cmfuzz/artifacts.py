@@ -63,13 +63,16 @@ def checkpoint_config(bits: int = 16, text_dim: int = 64) -> dict:
 
 
 def build_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """config.json + model.safetensors written by `CrossModalHasher.save_pretrained`."""
+    """config.json + model.safetensors + vocabulary.json (its BoW text tower's 64 words) + manifest.json,
+    written by `CrossModalHasher.save_pretrained`."""
     import torch
 
+    from cmhash.zoo.data import BowVocabulary
     from cmhash.zoo.model import CrossModalHasher
 
     torch.manual_seed(seed)
-    CrossModalHasher(checkpoint_config()).save_pretrained(folder)
+    vocabulary = BowVocabulary([f"word{i}" for i in range(64)])
+    CrossModalHasher(checkpoint_config(), vocabulary=vocabulary).save_pretrained(folder)
     return folder
 
 
