@@ -495,7 +495,7 @@ class HammingIndex:
         st = self._state
         threads = self._threads_for(threads)
         backend = self.backend if self.backend != "cupy" else "auto"
-        if self._wants_mih(st, None) and (self._method == "mih" or radius <= self._bits // 4) \
+        if self._wants_mih(st, None) and (self._method == "mih" or radius <= self._bits // 8) \
                 and (t := self._tables_for(st)) is not None:
             hits = mih.range_search(t, queries, st.live_codes, st.dead_bits, int(radius), threads=threads)
             if st.n > t.n:

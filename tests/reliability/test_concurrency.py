@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cmhash.runtime.index import PAD_DISTANCE, PAD_ID, HammingIndex
+from cmhash.runtime import search_cpu
 from cmhash.runtime.search_cpu import numba_available
 
 BITS, K, SEARCHERS = 64, 10, 8
@@ -42,6 +43,9 @@ def _expected(dist_row: np.ndarray, order: np.ndarray, alive: np.ndarray, k: int
 
 def _run(index: HammingIndex, write, n_writes: int, queries: np.ndarray):
     """Run `write(j)` for j < n_writes in one thread while SEARCHERS threads search; return the log."""
+    # Load the compiled kernels first (about 0.4 s): otherwise the writes can all finish while the
+    # first searches wait for them, and the test is about searches overlapping writes.
+    search_cpu.topk(queries[:1], queries, K, backend=index.backend, threads=1)
     returned = [0]  # writes that have returned
     started = [0]  # writes that have begun
     done = threading.Event()
