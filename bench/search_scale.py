@@ -250,6 +250,29 @@ def memory_check(n: int) -> None:
         del index
 
 
+def tables_check(n: int, folder: str | None) -> None:
+    """MIH tables stored vs rebuilt: the build time against reading them back from a file."""
+    codes, _ = make_codes("lsh", n, 1, 64, seed=n + 64)
+    mih.build(codes[:1000], 1000, 0)  # compiled before timing
+    t0 = time.perf_counter()
+    t = mih.build(codes, n, 0)
+    build = time.perf_counter() - t0
+    path = Path(tempfile.mkdtemp(dir=folder)) / "tables.npy"
+    np.save(path, np.concatenate([t.offsets, t.rows]))
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    t0 = time.perf_counter()
+    np.load(path)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    np.load(path)
+    warm = time.perf_counter() - t0
+    print(f"| {n:,} | lsh | {t.m} | {build:.2f} | {path.stat().st_size / n:.2f} | {cold:.2f} | {warm:.2f} |")
+    path.unlink()
+    path.parent.rmdir()
+
+
 def parse_peer_queries(items: list[str]) -> dict[str, int]:
     out = {}
     for item in items:
@@ -341,7 +364,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "search_scale.jsonl")
     ap.add_argument("--print", action="store_true", help="only print the table of --out")
     ap.add_argument("--memory", type=int, help="only the memory check with this many 64-bit codes (e.g. 4000000)")
+    ap.add_argument("--tables", type=int, help="only the stored-vs-rebuilt MIH tables check with this many codes")
     args = ap.parse_args()
+    if args.tables:
+        print("| codes | source | m | rebuild s | stored tables B/code | read s (after FADV_DONTNEED) | read s (cached) |"
+              "\n|---:|---|---:|---:|---:|---:|---:|")
+        tables_check(args.tables, args.tmp)
+        return
     if args.memory:
         print("| codes | how | array B/code | RSS growth B/code after add | after a search |\n|---:|---|---:|---:|---:|")
         memory_check(args.memory)
