@@ -620,3 +620,23 @@ def test_gpu_overflow_paths_match_cpu():
         assert_same(gpu.search(queries, k), cpu.search(queries, k))
         if k <= 100:  # buffers of max(2048, 4k * 13) slots < 30k duplicates: the fallback ran
             assert gpu._gpu.last_overflow >= 2  # noqa: SLF001
+
+
+def test_gpu_path_drops_tombstoned_rows():
+    """The GPU scan knows no tombstones: the index asks it for k + removed rows and filters them.
+    A stand-in GpuSearcher (the CPU scan over every row, removed ones included) checks that filter."""
+
+    class AllRows:
+        def topk(self, state, queries, k):
+            return search_cpu.topk(queries, state.live_codes, k, backend="numpy")
+
+    rng = np.random.default_rng(21)
+    db = tied_codes(rng, 3000, 8, distinct=40)
+    cpu, gpu = HammingIndex(64, method="scan"), HammingIndex(64, method="scan")
+    for index in (cpu, gpu):
+        index.add(db)
+        index.remove(np.arange(0, 3000, 3))
+    gpu._gpu = AllRows()  # noqa: SLF001
+    queries = db[:7]
+    for k in (1, 50, 2000, 2500):
+        assert_same(gpu.search(queries, k), cpu.search(queries, k))
