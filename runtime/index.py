@@ -73,6 +73,7 @@ from cmhash.runtime import mih, search_cpu
 from cmhash.runtime.codes import check_bits, check_codes
 from cmhash.runtime.formats import index_file
 from cmhash.runtime.search_cpu import PAD_DISTANCE, PAD_ID
+from cmhash.validators import positive_int
 
 __all__ = ["BACKENDS", "METHODS", "HammingIndex", "PAD_DISTANCE", "PAD_ID", "as_id_array", "check_new_ids"]
 
@@ -128,14 +129,6 @@ def ids_present_error(clash: np.ndarray) -> InvalidInputError:
 
 def ids_missing_error(missing: np.ndarray) -> InvalidInputError:
     return InvalidInputError(f"ids not in the index: {missing[:5].tolist()}")
-
-
-def _check_positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidInputError(f"{what} must be an integer, got {value!r}")
-    if value <= 0:
-        raise InvalidInputError(f"{what} must be >= 1, got {value}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------- state
@@ -436,7 +429,7 @@ class HammingIndex:
         k > len(self): every item, then padding (PAD_DISTANCE, PAD_ID). k <= 0, an empty query
         set, or codes of the wrong width or dtype raise typed errors.
         """
-        k = _check_positive_int(k, "k")
+        k = positive_int(k, "k")
         queries = self._check_queries(queries)
         st = self._state  # one snapshot for the whole search
         threads = self._threads_for(threads)

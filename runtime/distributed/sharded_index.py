@@ -44,6 +44,7 @@ from cmhash.runtime.distributed.manifest import Manifest, ShardEntry, is_sharded
 from cmhash.runtime.distributed.merge import merge_ranges, merge_topk
 from cmhash.runtime.formats.index_file import encode_meta
 from cmhash.runtime.index import BACKENDS, METHODS, as_id_array, check_new_ids, ids_missing_error, ids_present_error
+from cmhash.validators import positive_int
 
 _REMOTE: Any = None
 
@@ -62,12 +63,6 @@ def _remote_shard() -> Any:
     return _REMOTE
 
 
-def _positive(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class ShardedIndex:
     """Exact Hamming search over shards held by Ray actors (see the module docstring)."""
 
@@ -81,7 +76,7 @@ class ShardedIndex:
         self._ray = ray_module("ShardedIndex")
         init()  # joins the session already started (ray_cluster), else starts a local one
         self._bits = check_bits(bits)
-        n = _positive(shards, "shards")
+        n = positive_int(shards, "shards")
         if backend not in BACKENDS:  # checked here: in the actors it would surface as a dead shard
             raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if method not in METHODS:
@@ -237,7 +232,7 @@ class ShardedIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (distances int32 (nq, k), ids int64 (nq, k)), exactly as HammingIndex.search."""
-        k = _positive(k, "k")
+        k = positive_int(k, "k")
         ref = self._queries(queries)
         answers = self._call(list(range(self.num_shards)), "search", "search", ref, k)
         self._expect([a[3] for a in answers], range(self.num_shards))
