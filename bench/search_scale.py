@@ -102,8 +102,8 @@ class Cmhash:
 
     def build(self, codes: np.ndarray) -> None:
         self.index.add(codes)
-        if self.method != "scan":  # the tables are built on the first search: build them here, timed
-            self.index.search(codes[:1], 1, threads=1)
+        if self.method != "scan":  # build the MIH tables now, timed (else at the first search that needs them)
+            self.index.build_tables()
 
     def search(self, q: np.ndarray, k: int, threads: int):
         return self.index.search(q, k, threads=threads)

@@ -32,10 +32,12 @@ Ids
 Methods
     method="scan" reads every code (runtime/search_cpu.py); method="mih" is exact multi-index
     hashing (runtime/mih.py; needs numba), sublinear in the number of items on codes with
-    structure (e.g. hashes of real data); "auto" uses MIH from AUTO_MIH_MIN_ITEMS items on, with a
-    per-query work budget past which that query is answered by the scan. `mih_m` overrides the
-    number of substrings. The tables (about 4-6 bytes per item per substring) are built at the
-    first search that uses them (not stored in the file) and kept current by `add`.
+    structure (e.g. hashes of real data); "auto" uses MIH from AUTO_MIH_MIN_ITEMS items on, once
+    the tables exist (`build_tables()`, or built by itself after AUTO_MIH_AFTER_QUERIES scanned
+    queries, so a one-shot search never pays a build), with a per-query work budget past which that
+    query is answered by the scan. `mih_m` overrides the number of substrings. The tables (about
+    4-6 bytes per item per substring) are built at the first search that uses them (not stored in
+    the file) and kept current by `add`.
 
 Backends
     backend="auto" (numba kernel when numba is installed, else numpy), "numba", "numpy", or
@@ -88,6 +90,10 @@ AUTO_MIH_MIN_ITEMS = 1 << 18
 AUTO_MIH_BUDGET = 1 / 256
 #: "auto": queries tried first; if most of them exceed the budget the rest of the batch is scanned.
 AUTO_MIH_SAMPLE = 16
+#: "auto" builds the tables only after this many queries were scanned (or on `build_tables()`): a
+#: build costs about as much as 1,000 to 2,000 scanned queries (BENCHMARKS.md §Search at scale), which
+#: a one-shot search (e.g. `cmhash search`) would never earn back.
+AUTO_MIH_AFTER_QUERIES = 2048
 _COMPACT_AT = 0.5  # compact when more than this fraction of the rows is removed
 _MIH_TAIL_MIN = 1 << 16  # rows added after the tables that trigger no rebuild yet (or 1/8 of them)
 
@@ -236,6 +242,7 @@ class HammingIndex:
         self._mih_lock = threading.Lock()
         self._state = _State(np.empty((0, self._nbytes), np.uint8), 0)
         self._tables: mih.MihTables | None = None
+        self._scanned = 0  # queries answered by the scan ("auto" builds tables after enough of them)
         self._next_id = 0
 
     # ---------------------------------------------------------------- properties
@@ -385,8 +392,15 @@ class HammingIndex:
             return False
         if self._method == "mih":
             return True
-        return (self.backend == "numba" and st.n >= AUTO_MIH_MIN_ITEMS
-                and (k is None or k * 64 <= st.n))
+        if not (self.backend == "numba" and st.n >= AUTO_MIH_MIN_ITEMS and (k is None or k * 64 <= st.n)):
+            return False
+        return self._tables is not None or self._scanned >= AUTO_MIH_AFTER_QUERIES
+
+    def build_tables(self) -> None:
+        """Build the multi-index hashing tables now (e.g. at a server's start) rather than at the
+        first search that needs them; "auto" then uses them at once. Needs numba."""
+        require("numba", "fast", "HammingIndex.build_tables")
+        self._tables_for(self._state)
 
     def _refresh_tables(self, st: _State) -> None:
         """After an add (writer lock held): rebuild tables whose unindexed tail grew past 1/8."""
@@ -440,6 +454,7 @@ class HammingIndex:
         else:
             dist, pos = search_cpu.topk(queries, st.live_codes, k, backend=self.backend, threads=threads,
                                         dead=st.dead_bits)
+            self._scanned += queries.shape[0]  # unlocked: an approximate count is enough
         return dist, self._positions_to_ids(st, pos)
 
     def _gpu_topk(self, st: _State, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

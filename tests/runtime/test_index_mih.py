@@ -140,11 +140,22 @@ def test_auto_uses_mih_with_a_scan_fallback_and_the_same_answers(monkeypatch):
         auto.add(db)
         queries = np.concatenate([db[:10], rng.integers(0, 256, (10, 8), dtype=np.uint8)])
         check_same(scan, auto, queries, (1, 10, 100))
+        assert auto._tables is None  # noqa: SLF001 - a few queries: scanned, no build
+        auto.build_tables()
+        check_same(scan, auto, queries, (1, 10, 100))
         many = np.concatenate([db[:30], rng.integers(0, 256, (30, 8), dtype=np.uint8)])  # a sample decides
         check_same(scan, auto, many, (1, 100), radii=())
         check_same(scan, auto, many[::-1].copy(), (1, 100), radii=())
         assert auto._tables is not None  # noqa: SLF001 - MIH ran (k * 64 <= n)
     t = auto._tables  # noqa: SLF001
+    lazy = HammingIndex(64)
+    lazy.add(db)
+    monkeypatch.setattr(index_module, "AUTO_MIH_AFTER_QUERIES", 40)
+    lazy.search(queries, 10)
+    lazy.search(queries, 10)
+    assert lazy._tables is None  # noqa: SLF001 - 20, then 40 queries scanned
+    lazy.search(queries, 10)
+    assert lazy._tables is not None  # noqa: SLF001 - 40 reached: this search built them
     d, p, failed = mih.topk(t, queries, auto._state.live_codes, None, 100, budget=50)  # noqa: SLF001
     assert failed.all()  # uniform random codes: no query fits a tiny budget; the index then scans
 
