@@ -165,6 +165,7 @@ def card_context(config: dict[str, Any], *, repo_id: str | None = None,
         "small": int(split.get("fit", split.get("train", 0)) or 0) < 1000,
         "cmhash_version": config.get("cmhash_version", cmhash.__version__),
         "format": config.get("format"),
+        "vocabulary": config.get("vocabulary"),
     }
 
 

@@ -422,6 +422,7 @@ def test_a_bow_checkpoint_is_staged_with_its_vocabulary(tmp_path):
     dest = hub.stage(run, tmp_path / "staged")
     listed = json.loads((dest / "manifest.json").read_text())["files"]
     assert {"config.json", "model.safetensors", "vocabulary.json", "README.md"} <= set(listed)
+    assert "`vocabulary.json`: the words of the bag-of-words text input" in (dest / "README.md").read_text()
     assert hub.load_hasher(f"local-dir:{dest}").vocabulary == vocab
     manifest = json.loads((dest / "manifest.json").read_text())
     del manifest["files"]["vocabulary.json"]  # an unlisted file is never loaded unchecked
