@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -88,7 +89,8 @@ AUTO_MIH_MIN_ITEMS = 1 << 18
 #: or candidate (a random access) costs many times a scanned code (a vectorised pass), so a failed
 #: attempt must stop early; its measured cost is in BENCHMARKS.md §Search at scale.
 AUTO_MIH_BUDGET = 1 / 256
-#: "auto": queries tried first; if most of them exceed the budget the rest of the batch is scanned.
+#: "auto": a batch of more than twice this many queries first times MIH and the scan on this many,
+#: then runs the faster on the whole batch.
 AUTO_MIH_SAMPLE = 16
 #: "auto" builds the tables only after this many queries were scanned (or on `build_tables()`): a
 #: build costs about as much as 1,000 to 2,000 scanned queries (BENCHMARKS.md §Search at scale), which
@@ -470,15 +472,9 @@ class HammingIndex:
 
     def _mih_topk(self, st: _State, t: mih.MihTables, queries: np.ndarray, k: int, threads: int):
         budget = int(st.n * AUTO_MIH_BUDGET) + 1 if self._method == "auto" else 0
-        if budget and queries.shape[0] > 2 * AUTO_MIH_SAMPLE:  # codes where MIH does not pay: scan the batch
-            dist, pos, failed = mih.topk(t, queries[:AUTO_MIH_SAMPLE], st.live_codes, st.dead_bits, k, budget=budget)
-            if failed.mean() > 0.5:
-                return search_cpu.topk(queries, st.live_codes, k, backend="numba", threads=threads, dead=st.dead_bits)
-            rest = mih.topk(t, queries[AUTO_MIH_SAMPLE:], st.live_codes, st.dead_bits, k, budget=budget,
-                            threads=threads)
-            dist, pos, failed = (np.concatenate([a, b]) for a, b in zip((dist, pos, failed), rest))
-        else:
-            dist, pos, failed = mih.topk(t, queries, st.live_codes, st.dead_bits, k, budget=budget, threads=threads)
+        if budget and queries.shape[0] > 2 * AUTO_MIH_SAMPLE and not self._mih_pays(st, t, queries, k, budget):
+            return search_cpu.topk(queries, st.live_codes, k, backend="numba", threads=threads, dead=st.dead_bits)
+        dist, pos, failed = mih.topk(t, queries, st.live_codes, st.dead_bits, k, budget=budget, threads=threads)
         tail = st.n > t.n
         if tail:  # rows added since the tables were built: scanned, then merged by (distance, row)
             dead = None if st.dead is None else st.dead_bits[t.n // 8:]
@@ -490,6 +486,17 @@ class HammingIndex:
                                      dead=st.dead_bits)
             dist[failed], pos[failed] = d3, p3
         return dist, pos
+
+    @staticmethod
+    def _mih_pays(st: _State, t: mih.MihTables, queries: np.ndarray, k: int, budget: int) -> bool:
+        """Time both methods on the batch's first AUTO_MIH_SAMPLE queries (one thread each): the
+        batch goes to the faster. The answers are the same either way; this only picks the cost."""
+        sample = queries[:AUTO_MIH_SAMPLE]
+        t0 = time.perf_counter()
+        mih.topk(t, sample, st.live_codes, st.dead_bits, k, budget=budget)
+        t1 = time.perf_counter()
+        search_cpu.topk(sample, st.live_codes, k, backend="numba", threads=1, dead=st.dead_bits)
+        return t1 - t0 < time.perf_counter() - t1
 
     def range_search(self, queries: np.ndarray, radius: int, *, threads: int | None = None
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
