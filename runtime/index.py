@@ -493,10 +493,11 @@ class HammingIndex:
         batch goes to the faster. The answers are the same either way; this only picks the cost."""
         sample = queries[:AUTO_MIH_SAMPLE]
         t0 = time.perf_counter()
-        mih.topk(t, sample, st.live_codes, st.dead_bits, k, budget=budget)
+        failed = mih.topk(t, sample, st.live_codes, st.dead_bits, k, budget=budget)[2]
         t1 = time.perf_counter()
         search_cpu.topk(sample, st.live_codes, k, backend="numba", threads=1, dead=st.dead_bits)
-        return t1 - t0 < time.perf_counter() - t1
+        scan = time.perf_counter() - t1
+        return (t1 - t0) + failed.mean() * scan < scan  # a query over budget is then scanned too
 
     def range_search(self, queries: np.ndarray, radius: int, *, threads: int | None = None
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
