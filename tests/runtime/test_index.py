@@ -529,16 +529,17 @@ def test_repeated_ids_in_a_file_are_refused(saved):
 
 
 # ----------------------------------------------------------------------------- concurrency
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_concurrent_searches_while_adding(backend):
+def check_searches_while_adding(index: HammingIndex, readers: int = 4) -> None:
+    """`readers` threads search while one thread adds 15 batches; every result must be the exact
+    answer for some prefix of the adds (a snapshot), and the final one for all of them."""
     rng = np.random.default_rng(11)
     db = tied_codes(rng, 8000, 8, distinct=300)
     queries = db[:6] ^ np.uint8(1)
     batches = np.array_split(np.arange(len(db)), 16)
     prefixes = np.cumsum([0] + [len(b) for b in batches])
     refs = {int(n): reference_topk(queries, db[:n], 25) for n in prefixes}
-    index = HammingIndex(64, backend=backend)
     index.add(db[batches[0]])
+    index.search(queries[:1], 1)  # load the kernels first: the adds must overlap real searches
     done = threading.Event()
     errors, results = [], []
 
@@ -558,16 +559,21 @@ def test_concurrent_searches_while_adding(backend):
         finally:
             done.set()
 
-    threads = [threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=writer)]
+    threads = [threading.Thread(target=reader) for _ in range(readers)] + [threading.Thread(target=writer)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=120)
     assert not errors, errors
     assert len(index) == len(db)
     for dist, ids in results:  # each result is the exact answer for some snapshot (a prefix)
         assert any(np.array_equal(dist, rd) and np.array_equal(ids, ri) for rd, ri in refs.values())
     assert_same(index.search(queries, 25), refs[len(db)])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_concurrent_searches_while_adding(backend):
+    check_searches_while_adding(HammingIndex(64, backend=backend))
 
 
 # ----------------------------------------------------------------------------- GPU

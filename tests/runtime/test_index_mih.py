@@ -7,7 +7,6 @@ then a lexsort by (distance, position)) and against the scan method on the same 
 from __future__ import annotations
 
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from cmhash.errors import InvalidInputError, MissingDependencyError
 from cmhash.runtime import index as index_module
 from cmhash.runtime import mih, search_cpu
 from cmhash.runtime.index import HammingIndex
-from test_index import assert_same, reference_range, reference_topk, tied_codes
+from test_index import assert_same, check_searches_while_adding, reference_range, reference_topk, tied_codes
 
 HAS_NUMBA = search_cpu.numba_available()
 needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (MIH needs it)")
@@ -163,42 +162,7 @@ def test_auto_uses_mih_with_a_scan_fallback_and_the_same_answers(monkeypatch):
 @needs_numba
 def test_concurrent_mih_searches_while_adding(monkeypatch):
     monkeypatch.setattr(index_module, "_MIH_TAIL_MIN", 200)
-    rng = np.random.default_rng(11)
-    db = tied_codes(rng, 8000, 8, distinct=300)
-    queries = db[:6] ^ np.uint8(1)
-    batches = np.array_split(np.arange(len(db)), 16)
-    prefixes = np.cumsum([0] + [len(b) for b in batches])
-    refs = {int(n): reference_topk(queries, db[:n], 25) for n in prefixes}
-    index = HammingIndex(64, method="mih")
-    index.add(db[batches[0]])
-    done = threading.Event()
-    errors, results = [], []
-
-    def reader():
-        try:
-            while not done.is_set() or len(results) < 4:
-                results.append(index.search(queries, 25, threads=1))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    def writer():
-        try:
-            for b in batches[1:]:
-                index.add(db[b])
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            done.set()
-
-    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    for dist, ids in results:  # each result is the exact answer for some snapshot (a prefix)
-        assert any(np.array_equal(dist, rd) and np.array_equal(ids, ri) for rd, ri in refs.values())
-    assert_same(index.search(queries, 25), refs[len(db)])
+    check_searches_while_adding(HammingIndex(64, method="mih"), readers=3)
 
 
 def test_choose_m_and_bad_m():
