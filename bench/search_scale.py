@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,16 +33,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-try:
-    import cmhash.runtime.index  # noqa: F401
-except ImportError:  # not installed: map cmhash.runtime -> REPO/runtime
-    sys.path.insert(0, str(REPO))
-    import cmhash
-
-    cmhash.__path__.append(str(REPO))
-
-from cmhash.runtime import mih  # noqa: E402
-from cmhash.runtime.index import HammingIndex  # noqa: E402
+from cmhash.runtime import mih  # the project's .venv (make venv) has cmhash installed
+from cmhash.runtime.index import HammingIndex
 
 RESULTS = REPO / "bench" / "results"
 METHODS = ("scan", "mih", "auto", "faiss-flat", "faiss-mih")
