@@ -1,7 +1,7 @@
 """`cmhash demo`: the whole promise on one machine, with nothing but what the install brought.
 
-The shipped default hasher (`cmhash.zoo.pretrained`) is exported to ONNX once into the user cache and
-validated there; then the torch-free runtime encodes a gallery of real photos and a caption list,
+A zoo hasher (`cmhash.zoo.registry`; by default the shipped DHaPH one) is exported to ONNX once into
+the user cache, keyed by its name and weights, and validated there; then the torch-free runtime encodes a gallery of real photos and a caption list,
 builds a `HammingIndex`, answers text→image and image→text queries, and draws a contact sheet.
 
 The default gallery is the real photographs that scikit-image ships inside its wheel (the
@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 from cmhash import constants
 from cmhash.errors import DataFormatError, MissingDependencyError
+from cmhash.zoo.pretrained import DEFAULT as DEFAULT_MODEL
 
 # (file in skimage/data, what it shows): the photographs among scikit-image's data files.
 GALLERY = (
@@ -100,15 +101,18 @@ def skimage_gallery() -> list[Path]:
     return paths
 
 
-def export_once(hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
+def export_once(name: str, hasher_dir: Path, images: Sequence[Path], texts: Sequence[str],
                 step: Callable[[str], None]) -> tuple[Path, bool]:
-    """The default hasher's ONNX export in the cache, made (and validated) on first use only."""
+    """The zoo hasher `name`'s ONNX export in the cache, made (and validated) on first use only.
+
+    The cache folder is keyed by the name and the weights' sha256, so two models never share one.
+    """
     from cmhash.export.onnx import export_checkpoint
     from cmhash.runtime.io import sha256_file
     from cmhash.zoo.data.loose import loose_pairs
 
     digest = sha256_file(hasher_dir / "model.safetensors")[:16]
-    dest = constants.CACHE_DIR / "exports" / f"{hasher_dir.name}-{digest}"
+    dest = constants.CACHE_DIR / "exports" / f"{name}-{digest}"
     if (dest / "export.json").is_file():
         return dest, False
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -131,22 +135,25 @@ def timed(stages: dict[str, float], name: str) -> Iterator[None]:
 
 
 def run(images: str | os.PathLike | None = None, texts: str | os.PathLike | None = None, k: int = 5,
-        out: str | os.PathLike | None = None, step: Callable[[str], None] = lambda _m: None) -> DemoResult:
-    """Load → export (once) → encode → index → query → contact sheet; returns what it did and the timings."""
+        out: str | os.PathLike | None = None, step: Callable[[str], None] = lambda _m: None,
+        model: str = DEFAULT_MODEL) -> DemoResult:
+    """Load → export (once) → encode → index → query → contact sheet; returns what it did and the timings.
+
+    `model`: a zoo name (`cmhash zoo list`); an unknown one is a CheckpointNotFoundError listing the names.
+    """
     from cmhash.runtime.encoder import load_encoder
     from cmhash.runtime.index import HammingIndex
-    from cmhash.zoo import pretrained
     from cmhash.runtime.input_files import image_folder, read_texts
-    from cmhash.zoo.hub import load_hasher
+    from cmhash.zoo.hub import load_hasher, resolve_source
 
     stages: dict[str, float] = {}
     gallery = image_folder(images) if images is not None else skimage_gallery()
     captions = read_texts(texts)[0] if texts is not None else list(CAPTIONS)
-    with timed(stages, "load the default hasher"):
-        hasher_dir = pretrained.path()
-        load_hasher(hasher_dir)  # checks manifest.json and loads the weights strictly
+    with timed(stages, f"load the hasher {model}"):
+        hasher_dir = resolve_source(f"zoo:{model}")  # checks manifest.json (downloads a published one)
+        load_hasher(hasher_dir)  # loads the weights strictly
     with timed(stages, "export to ONNX + validate (first run only)"):
-        export_dir, exported_now = export_once(hasher_dir, gallery, captions, step)
+        export_dir, exported_now = export_once(model, hasher_dir, gallery, captions, step)
     with timed(stages, "load the runtime encoders"):
         image_encoder = load_encoder(export_dir, "image")
         text_encoder = load_encoder(export_dir, "text")

@@ -11,15 +11,13 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from cmhash.errors import InvalidInputError
+from cmhash.validators import positive_int
 
 AUTO_PROGRESS_MIN = 256
 
 
 def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
+    return positive_int(batch_size, "batch_size")
 
 
 def show_progress(progress: bool | None, n: int) -> bool:

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cmhash.errors import InvalidInputError
+from cmhash.validators import optional_positive_int
 from cmhash.runtime.codes import check_codes, hamming_distances
 
 _CHUNK = 256
@@ -76,8 +77,7 @@ def _ranked_relevance(dist: np.ndarray, relevant: np.ndarray, top_k: int | None)
 
 
 def _check_top_k(top_k: int | None) -> None:
-    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k <= 0):
-        raise InvalidInputError(f"top_k must be a positive integer or None (all), got {top_k!r}")
+    optional_positive_int(top_k, "top_k", fix="None ranks the whole database")
 
 
 def mean_average_precision(

@@ -19,6 +19,7 @@ import numpy as np
 
 from cmhash.errors import (EncoderError, ExportFolderError, InvalidInputError, ProviderFallbackWarning,
                            ProviderUnavailableError, require)
+from cmhash.validators import optional_positive_int
 
 PROVIDERS: dict[str, tuple[str, ...]] = {
     "cpu": ("CPUExecutionProvider",),
@@ -82,8 +83,7 @@ class OrtSession:
                  threads: int | None = None, device_id: int = 0) -> None:
         if provider not in PROVIDERS:
             raise InvalidInputError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InvalidInputError(f"threads must be a positive integer or None, got {threads!r}")
+        optional_positive_int(threads, "threads")
         ort = require("onnxruntime", "cpu", "Running ONNX encoders")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # onnxruntime's own warnings would bury ours

@@ -24,6 +24,7 @@ from cmhash.runtime.formats.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.encoder import EncodeResult, load_encoder
 from cmhash.runtime.input_files import image_paths, read_texts
 from cmhash.runtime.io import atomic_write
+from cmhash.validators import positive_int
 
 ITEMS_FORMAT = "cmhash-index-items/1"
 
@@ -167,8 +168,7 @@ def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts:
     """Encode the query texts and images with the export's encoders, then search the index."""
     if not texts and not images:
         raise InvalidInputError("no query: give at least one text or image")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    positive_int(k, "k")
     options = options or EncoderOptions()
     with open_index(index, ray_address, method) as hamming:
         items = _items(index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmhash.errors import InvalidInputError
+from cmhash.validators import positive_int
 from cmhash.runtime.codes import check_bits
 
 
@@ -17,8 +18,7 @@ class LSH:
     """`h = x W` with W ~ N(0, 1) of shape (d, bits), seeded; codes are sign(h) downstream."""
 
     def __init__(self, in_dim: int, bits: int, seed: int) -> None:
-        if in_dim <= 0:
-            raise InvalidInputError(f"LSH needs a positive feature size, got {in_dim}")
+        positive_int(in_dim, "LSH in_dim (the feature size)")
         self.bits = check_bits(bits)
         self.projection = np.random.default_rng(seed).standard_normal((in_dim, self.bits)).astype(np.float32)
 

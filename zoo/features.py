@@ -37,6 +37,7 @@ import numpy as np
 from cmhash import constants
 from cmhash.errors import ConfigError, InvalidInputError, WeightsError, require
 from cmhash.runtime.io import atomic_write, sha256_file
+from cmhash.validators import positive_int
 from cmhash.zoo.backbones import BackboneConfig, build_backbone, build_tokenizer, tokenizer_path
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,7 @@ def encode_images(
     """
     torch = require("torch", "train", "Encoding images")
     _check_modality(config, "image")
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int(batch_size, "batch_size")
     paths = list(paths)
     out = np.zeros((len(paths), config.out_dim), dtype=np.float32)
     if not paths:
@@ -222,8 +222,7 @@ def encode_texts(
     _check_modality(config, "text")
     if isinstance(texts, str):
         raise InvalidInputError("pass a list of texts, not a single string")
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int(batch_size, "batch_size")
     texts = list(texts)
     out = np.zeros((len(texts), config.out_dim), dtype=np.float32)
     if not texts:

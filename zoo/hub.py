@@ -12,7 +12,8 @@ A published repository holds exactly these files:
 The rest of a run folder (`metrics.jsonl`, the `train_state.*` resume state) is never published.
 
 Sources that `load_hasher` accepts, as in timm and open_clip: `hf-hub:ORG/NAME[@REV]`,
-`local-dir:PATH`, `zoo:NAME` (a registry entry: `cmhash.zoo.registry`), or a plain folder path.
+`local-dir:PATH`, `zoo:NAME` (a zoo entry, shipped in the package or published: `cmhash.zoo.registry`),
+or a plain folder path.
 
 This module does not import torch (only `load_hasher` does, when it builds the model), so
 `cmhash download` and `cmhash publish` start fast.
@@ -33,7 +34,6 @@ import httpx2
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import validate_repo_id
 
 import cmhash
 from cmhash.errors import (
@@ -42,6 +42,8 @@ from cmhash.errors import (
 from cmhash.runtime.formats.checkpoint import CONFIG_NAME, REQUIRED_FILES, WEIGHTS_NAME, read_checkpoint
 from cmhash.runtime.formats.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from cmhash.runtime.io import atomic_write
+from cmhash.zoo import registry
+from cmhash.zoo.repo_id import check_repo_id
 
 CARD_NAME = "README.md"
 ONNX_DIR = "onnx"
@@ -59,18 +61,6 @@ class HubSource:
 
     def __str__(self) -> str:
         return f"{self.repo_id}@{self.revision}"
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`ORG/NAME` as the Hub accepts it, else a RepoIdError naming the value and the rules."""
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
-        raise RepoIdError(f"{repo_id!r} is not a Hub model id: write ORG/NAME, e.g. my-lab/dmsh-coco-mini-64")
-    try:
-        validate_repo_id(repo_id)
-    except hf_errors.HFValidationError as exc:
-        raise RepoIdError(f"{repo_id!r} is not a valid Hub model id ({exc}). Use ORG/NAME with letters, digits, "
-                          "'-', '_' and '.', at most 96 characters, e.g. my-lab/dmsh-coco-mini-64") from exc
-    return repo_id
 
 
 def parse_hub_source(text: str, revision: str | None = None) -> HubSource:
@@ -208,17 +198,20 @@ def publish(run_dir: str | os.PathLike, repo_id: str, private: bool = False,
 def download(source: str, revision: str | None = None, local_files_only: bool | None = None, *,
              force_download: bool = False, cache_dir: str | os.PathLike | None = None,
              token: str | None = None) -> Path:
-    """Fetch `ORG/NAME[@REV]` (or `zoo:NAME`, a registry entry's pinned commit) into the Hub cache, or
-    find it there, and return its checked folder.
+    """Fetch `ORG/NAME[@REV]` (or `zoo:NAME`, a published entry's pinned commit) into the Hub cache, or
+    find it there, and return its checked folder; a shipped `zoo:NAME` is the package's checked folder.
 
     Offline (HF_HUB_OFFLINE=1, or `local_files_only=True`) only the cache is read: a pinned 40-hex
     commit is found without any HTTP call, a branch through the cache's `refs/`. The manifest is
     verified before the folder is returned.
     """
     if source.startswith("zoo:"):
-        from cmhash.zoo.registry import get_model
-
-        entry = get_model(source[len("zoo:"):])
+        entry = registry.get_model(source[len("zoo:"):])
+        if isinstance(entry, registry.ShippedModel):
+            if revision is not None:
+                raise RepoIdError(f"{source} ships inside cmhash; it takes no revision ({revision!r})")
+            _verify(entry.folder, fix="reinstall cmhash: pip install --force-reinstall cmhash")
+            return entry.folder
         if revision not in (None, entry.revision):
             raise RepoIdError(f"{source} is pinned to {entry.revision}; it takes no other revision ({revision!r})")
         source, revision = f"{entry.repo_id}@{entry.revision}", None

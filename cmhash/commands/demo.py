@@ -1,4 +1,5 @@
-"""`cmhash demo`: the default hasher, exported and searched through the torch-free runtime, on real photos."""
+"""`cmhash demo`: a zoo hasher (default: the shipped DHaPH one), exported and searched through the torch-free
+runtime, on real photos."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from cmhash.zoo import pretrained
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -22,15 +25,19 @@ def demo(
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 5,
     out: Annotated[Optional[Path], typer.Option(help="Where to write the contact sheet PNG "
                                                       "(default: ~/.cache/cmhash/demo/contact_sheet.png).")] = None,
+    model: Annotated[str, typer.Option(
+        help=f"A zoo hasher (`cmhash zoo list`); shipped: {', '.join(pretrained.names())}.")] = pretrained.DEFAULT,
 ) -> None:
-    """Run the whole pipeline once: default hasher → ONNX (cached) → runtime encoders → Hamming search.
+    """Run the whole pipeline once: zoo hasher → ONNX (cached per model) → runtime encoders → Hamming search.
 
-    The default hasher is DHaPH at 64 bits, trained by cmhash on the 80 training images of coco-mini
-    with frozen backbones: a demonstration of the pipeline, not a strong retrieval model.
+    The default hasher is DHaPH at 64 bits; the shipped ones (DCPH, DHaPH, DMsH-LN) were trained by
+    cmhash on the 80 training pairs of coco-mini with frozen backbones: a demonstration of the
+    pipeline, not strong retrieval models.
 
     Examples:
 
     * cmhash demo
+    * cmhash demo --model dmsh-coco-mini-64
     * cmhash demo --images ~/Pictures/holiday --texts my_captions.txt -k 3
     """
     from cmhash.demo import run
@@ -38,7 +45,7 @@ def demo(
     if k <= 0:
         raise typer.BadParameter(f"-k {k}: give at least 1 result per query")
     with stderr.status("starting") as status:
-        result = run(images, texts, k=k, out=out, step=lambda msg: status.update(msg))
+        result = run(images, texts, k=k, out=out, step=lambda msg: status.update(msg), model=model)
     for q in result.queries:
         table = Table(title=f"{q.kind}: {Path(q.query).name if q.kind.startswith('image') else repr(q.query)}",
                       title_justify="left")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cmhash.commands import JsonOption, stderr, stdout
 
-zoo_app = typer.Typer(help="The model zoo: published checkpoints, each pinned to a Hub commit.",
+zoo_app = typer.Typer(help="The model zoo: the hashers shipped with cmhash and the published ones.",
                       no_args_is_help=True)
 
 
@@ -84,9 +84,11 @@ def download(
 
 @zoo_app.command("list")
 def list_models(as_json: JsonOption = False) -> None:
-    """List the published checkpoints: name, Hub repo, pinned commit, method, bits and test mAP.
+    """List the zoo: the hashers shipped inside cmhash and the published ones (each pinned to a Hub commit).
 
-    Load one with `load_hasher("zoo:NAME")`. Example: `cmhash zoo list --json`
+    Columns: name, shipped or Hub repo@commit, method, bits, dataset and test mAP (from each hasher's
+    config.json). Load one with `load_hasher("zoo:NAME")`, or run the demo with it:
+    `cmhash demo --model NAME`. Example: `cmhash zoo list --json`
     """
     from cmhash.zoo.registry import list_models as entries
 
@@ -94,13 +96,13 @@ def list_models(as_json: JsonOption = False) -> None:
     if as_json:
         print(json.dumps([m.to_dict() for m in models], indent=2))
         return
-    table = Table(title="published models")
-    for column in ("name", "repo", "commit", "method", "bits", "dataset", "I→T mAP", "T→I mAP"):
+    table = Table(title="cmhash model zoo")
+    for column in ("name", "where", "method", "bits", "dataset", "I→T mAP", "T→I mAP"):
         table.add_column(column, overflow="fold")
     for m in models:
         scores = [f"{m.metrics[k]:.4f}" if k in m.metrics else "-" for k in ("map_i2t", "map_t2i")]
-        table.add_row(m.name, m.repo_id, m.revision[:12], m.method, str(m.bits), m.dataset, *scores)
+        where = "shipped" if m.shipped else f"{m.repo_id}@{m.revision[:12]}"
+        table.add_row(m.name, where, m.method, str(m.bits), m.dataset, *scores)
     stdout.print(table)
     if not models:
-        stderr.print("no published models yet: `cmhash publish RUN_DIR --repo ORG/NAME` publishes one; "
-                     "it is listed here once added to cmhash.zoo.registry (zoo/registry.py) with its commit")
+        stderr.print("the zoo is empty: this install lacks its shipped hashers (reinstall cmhash)")

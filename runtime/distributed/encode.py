@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmhash.errors import ClusterError, CmhashError, InvalidInputError
+from cmhash.validators import positive_int
 from cmhash.runtime.distributed.cluster import cluster_cpus, init
 from cmhash.runtime.distributed.code_shards import (CodeShardsInfo, codes_to_arrow, is_code_shards, pyarrow_module,
                                                     read_table, write_manifest)
@@ -114,8 +115,7 @@ def encode_distributed(model: str | os.PathLike, modality: str, inputs: Sequence
     out = Path(out).resolve()
     _check_out(out)
     workers = workers or max(1, int(cluster_cpus() // max(cpus_per_worker, 1)))
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
+    positive_int(workers, "workers")
     options = options or EncoderOptions()
     actor_options = {**vars(options), "threads": options.threads or max(1, int(cpus_per_worker))}
     table = pa.table({"id": pa.array(ids), "input": pa.array(list(map(str, inputs)), pa.string()),

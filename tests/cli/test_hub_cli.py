@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from cmhash.cli import app
 from cmhash.commands import hub as hub_commands
-from cmhash.errors import NotCachedError, RepoIdError
-from cmhash.zoo import registry
+from cmhash.errors import CheckpointNotFoundError, NotCachedError, RepoIdError
+from cmhash.zoo import pretrained, registry
+from cmhash.zoo.hub import load_hasher
 from hub_server import fake_hub, no_real_hub, run_dir  # noqa: F401 (fixtures)
 
 COMMIT_LINE = r"^[0-9a-f]{40}\n$"
@@ -64,28 +65,58 @@ def test_cli_errors_are_the_typed_errors(fake_hub, run_dir, monkeypatch):
     assert "cmhash download cli-test/never@v1" in str(result.exception)
 
 
-def test_zoo_list_table_and_json(monkeypatch):
+def test_zoo_list_json_lists_the_shipped_hashers_as_their_config_json_says():
     result = invoke("zoo", "list", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    shipped = [e for e in listed if e["shipped"]]
+    assert sorted(e["method"] for e in shipped) == ["dcph", "dhaph", "dmsh"]
+    for entry in shipped:
+        config = json.loads((pretrained.ROOT / entry["name"] / "config.json").read_text())
+        assert entry["bits"] == config["bits"] == 64 and entry["method"] == config["method"]
+        assert entry["dataset"] == config["data"]["dataset"] == "coco-mini"
+        assert entry["metrics"] == {k: config["metrics"]["test"][k] for k in ("map_i2t", "map_t2i")}
+        assert entry["source"] == f"zoo:{entry['name']}"
+
+
+def test_zoo_list_shows_published_entries_beside_the_shipped_ones(monkeypatch):
     monkeypatch.setattr(registry, "MODELS", {})
     registry.register(registry.PublishedModel("dmsh-test", "org/dmsh-test", "c" * 40, "dmsh", 64, "coco-mini",
                                               {"map_i2t": 0.3392, "map_t2i": 0.3298}))
-    listed = json.loads(invoke("zoo", "list", "--json").stdout)
-    assert listed == [{"name": "dmsh-test", "repo_id": "org/dmsh-test", "revision": "c" * 40, "method": "dmsh",
-                       "bits": 64, "dataset": "coco-mini", "metrics": {"map_i2t": 0.3392, "map_t2i": 0.3298},
-                       "source": f"hf-hub:org/dmsh-test@{'c' * 40}"}]
+    listed = {e["name"]: e for e in json.loads(invoke("zoo", "list", "--json").stdout)}
+    assert listed["dmsh-test"] == {"name": "dmsh-test", "shipped": False, "repo_id": "org/dmsh-test",
+                                   "revision": "c" * 40, "method": "dmsh", "bits": 64, "dataset": "coco-mini",
+                                   "metrics": {"map_i2t": 0.3392, "map_t2i": 0.3298},
+                                   "source": f"hf-hub:org/dmsh-test@{'c' * 40}"}
+    assert set(pretrained.names()) < set(listed)
     monkeypatch.setattr(hub_commands.stdout, "width", 160)  # no folding in the test terminal
     table = invoke("zoo", "list").stdout
-    assert "dmsh-test" in table and "cccccccccccc" in table and "0.3392" in table
+    assert "dmsh-test" in table and "org/dmsh-test@cccccccccccc" in table and "0.3392" in table
+    assert all(name in table for name in pretrained.names()) and "shipped" in table
 
 
-def test_download_a_zoo_entry_gets_its_pinned_commit(fake_hub, run_dir, monkeypatch):
+def test_a_published_zoo_entry_downloads_and_loads_its_pinned_commit(fake_hub, run_dir, monkeypatch):
     sha = invoke("publish", str(run_dir), "--repo", "cli-test/zoo").stdout.strip()
     monkeypatch.setattr(registry, "MODELS", {})
     registry.register(registry.PublishedModel("zoo-test", "cli-test/zoo", sha, "dmsh", 16, "coco-mini"))
     result = invoke("download", "zoo:zoo-test")
     assert result.exit_code == 0, result.output
     assert Path(result.stdout.strip()).name == sha
+    model = load_hasher("zoo:zoo-test")
+    assert model.bits == 16
+    assert fake_hub.unexpected == []
+
+
+def test_a_shipped_zoo_name_downloads_to_its_package_folder():
+    result = invoke("download", f"zoo:{pretrained.DEFAULT}")
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip()) == pretrained.ROOT / pretrained.DEFAULT
+
+
+def test_an_unknown_zoo_name_is_a_typed_error_listing_the_names():
+    result = invoke("download", "zoo:no-such-model")
+    assert isinstance(result.exception, CheckpointNotFoundError)
+    assert all(name in str(result.exception) for name in pretrained.names())
 
 
 def _cmhash(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

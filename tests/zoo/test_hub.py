@@ -21,7 +21,7 @@ from cmhash.errors import (
     CheckpointNotFoundError, ChecksumError, ConfigError, HubError, HubNotFoundError, NotCachedError, RepoIdError,
     WeightsError,
 )
-from cmhash.zoo import hub, registry
+from cmhash.zoo import hub, pretrained, registry
 from cmhash.zoo.hub_card import METHODS, render_card
 from hub_server import fake_hub, no_real_hub, point_hub_at, run_dir  # noqa: F401 (fixtures)
 
@@ -372,10 +372,11 @@ def test_committed_example_card_parses_back():
 
 
 # ------------------------------------------------------------------------------------------ registry
-def test_registry_is_empty_until_something_is_published():
-    assert registry.list_models() == []
-    with pytest.raises(ConfigError, match="none yet"):
-        registry.get_model("dmsh-coco-mini-64")
+def test_registry_lists_only_the_shipped_hashers_until_something_is_published():
+    assert [m.name for m in registry.list_models()] == pretrained.names()
+    assert all(m.shipped for m in registry.list_models())
+    with pytest.raises(CheckpointNotFoundError, match="no zoo model named 'dmsh-coco-mini-64-hub'"):
+        registry.get_model("dmsh-coco-mini-64-hub")
     with pytest.raises(ConfigError, match="40-hex commit"):
         registry.PublishedModel("x", "org/x", "main", "dmsh", 64, "coco-mini")
     with pytest.raises(RepoIdError):

@@ -11,7 +11,8 @@ import os
 import torch
 from torch import nn
 
-from cmhash.errors import ConfigError, InvalidInputError
+from cmhash.errors import ConfigError
+from cmhash.validators import positive_int
 
 from .config import BackboneConfig
 from .weights import load_safetensors, load_state_dict_checked
@@ -24,8 +25,8 @@ class BowMLP(nn.Module):
 
     def __init__(self, input_dim: int, hidden: int = 8192):
         super().__init__()
-        if input_dim <= 0 or hidden <= 0:
-            raise InvalidInputError(f"need input_dim > 0 and hidden > 0, got {input_dim}, {hidden}")
+        positive_int(input_dim, "BowMLP input_dim")
+        positive_int(hidden, "BowMLP hidden")
         self.input_dim, self.out_dim = input_dim, hidden
         self.fc = nn.Linear(input_dim, hidden)
         self.act = nn.ReLU()

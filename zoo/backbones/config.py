@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from cmhash.errors import ConfigError
+from cmhash.validators import positive_int
 from cmhash.runtime.preprocess import ImagePreprocess
 from cmhash.zoo.config_io import JsonConfig
 
@@ -63,8 +64,7 @@ class BackboneConfig(JsonConfig):
                 f"{self.name}: an image backbone takes 'pixels' and a text backbone 'tokens' or 'bow', "
                 f"got modality={self.modality!r}, input_kind={self.input_kind!r}"
             )
-        if not isinstance(self.out_dim, int) or self.out_dim <= 0:
-            raise ConfigError(f"{self.name}: out_dim must be a positive integer, got {self.out_dim!r}")
+        positive_int(self.out_dim, f"{self.name}: out_dim", error=ConfigError)
         if self.input_kind == "pixels" and not isinstance(self.preprocess, ImagePreprocess):
             raise ConfigError(f"{self.name}: an image backbone needs its ImagePreprocess")
         if self.input_kind != "pixels" and self.preprocess is not None:
@@ -74,10 +74,8 @@ class BackboneConfig(JsonConfig):
                 raise ConfigError(f"{self.name}: a token backbone needs a tokenizer reference")
             if not isinstance(self.max_length, int) or self.max_length < 2:
                 raise ConfigError(f"{self.name}: max_length must be an integer >= 2, got {self.max_length!r}")
-        if self.input_kind == "bow" and (not isinstance(self.input_dim, int) or self.input_dim <= 0):
-            raise ConfigError(
-                f"{self.name}: a bag-of-words backbone needs input_dim > 0, got {self.input_dim!r}"
-            )
+        if self.input_kind == "bow":
+            positive_int(self.input_dim, f"{self.name}: a bag-of-words backbone's input_dim", error=ConfigError)
         if not isinstance(self.arch, Mapping):
             raise ConfigError(f"{self.name}: arch must be a mapping, got {type(self.arch).__name__}")
         object.__setattr__(self, "arch", copy.deepcopy(dict(self.arch)))  # never share the registry's dict

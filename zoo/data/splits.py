@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cmhash.errors import InvalidInputError
+from cmhash.validators import positive_int
 
 SEED_DHAPH = 1814
 """Seed of DHaPH's CLIP-pipeline split (the authors' run settings)."""
@@ -91,16 +92,10 @@ class Split:
             raise InvalidInputError("split parts 'query' and 'database' overlap")
 
 
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _permutation_split(n: int, seed: int, n_query: int, n_train: int, n_val: int = 0) -> Split:
-    n = _check_count("n", n)
-    n_query = _check_count("n_query", n_query)
-    n_train = _check_count("n_train", n_train)
+    n = positive_int(n, "n")
+    n_query = positive_int(n_query, "n_query")
+    n_train = positive_int(n_train, "n_train")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise InvalidInputError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if n_query + n_train > n:
@@ -148,7 +143,7 @@ def proportional_split(
         InvalidInputError: if a fraction is outside its range (query_frac in (0, 1), train_frac in
             (0, 1], val_frac in [0, 1)) or a part would be empty.
     """
-    n = _check_count("n", n)
+    n = positive_int(n, "n")
     for name, value, low_ok, high_ok in (
         ("query_frac", query_frac, False, False),
         ("train_frac", train_frac, False, True),

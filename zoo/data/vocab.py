@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cmhash.errors import DataFormatError, DataNotFoundError, InvalidInputError
+from cmhash.validators import optional_positive_int, positive_int
 from cmhash.runtime.bow import caption_words  # the one word rule, shared with the runtime
 from cmhash.runtime.formats.vocabulary import read_vocabulary, vocabulary_bytes
 from cmhash.runtime.io import atomic_write
@@ -70,10 +71,8 @@ class BowVocabulary:
         the first `max_size` words of that order.
         """
         _check_docs(docs)
-        if min_count < 1:
-            raise InvalidInputError(f"min_count must be >= 1, got {min_count}")
-        if max_size is not None and max_size < 1:
-            raise InvalidInputError(f"max_size must be >= 1 or None, got {max_size}")
+        positive_int(min_count, "min_count")
+        optional_positive_int(max_size, "max_size")
         counts: Counter[str] = Counter()
         first: dict[str, int] = {}
         for doc in docs:

@@ -44,6 +44,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from cmhash.errors import ConfigError
+from cmhash.validators import positive_int
 
 __all__ = ["BertAdam", "build_bertadam", "clip_grad_norm_per_tensor", "warmup_cosine"]
 
@@ -155,8 +156,7 @@ def build_bertadam(
     recipes). Weight decay applies to every parameter, biases and norms included, as the authors
     do. Call `scheduler.step()` once after each `optimizer.step()`.
     """
-    if total_steps <= 0:
-        raise ConfigError(f"build_bertadam: total_steps={total_steps} must be a positive number of optimizer steps")
+    positive_int(total_steps, "build_bertadam total_steps (optimizer steps)", error=ConfigError)
     if not 0.0 <= warmup < 1.0:
         raise ConfigError(f"build_bertadam: warmup={warmup} is a fraction of the steps in [0, 1)")
     groups = []

@@ -42,6 +42,7 @@ from torch import nn
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
+from cmhash.validators import positive_int, positive_number
 
 from .dcph_proxies import ProxyReport, train_proxies
 from cmhash.zoo.heads import sign_pm1
@@ -132,15 +133,12 @@ class DCPHConfig(JsonConfig):
             raise ConfigError(f"DCPHConfig.unlabeled={self.unlabeled!r}: expected one of {get_args(Unlabeled)}")
         for name in ("bits", "rounds", "batch_size", "text_hidden", "image_step_size", "text_t0",
                      "proxy_hidden", "proxy_step_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"DCPHConfig.{name}={value!r} must be a positive integer")
+            positive_int(getattr(self, name), f"DCPHConfig.{name}", error=ConfigError)
         for name in ("lr_image", "lr_text"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"DCPHConfig.{name}={value!r} must be a positive number or None")
-        if self.gamma <= 0:
-            raise ConfigError(f"DCPHConfig.gamma={self.gamma} must be > 0")
+            if getattr(self, name) is not None:
+                positive_number(getattr(self, name), f"DCPHConfig.{name}", error=ConfigError,
+                                fix="or None for the table's rate")
+        positive_number(self.gamma, "DCPHConfig.gamma", error=ConfigError)
 
     @classmethod
     def paper(cls, **changes: Any) -> "DCPHConfig":
@@ -247,8 +245,7 @@ class DCPH(nn.Module):
 
     def __init__(self, config: DCPHConfig, num_train: int, proxies: torch.Tensor) -> None:
         super().__init__()
-        if num_train <= 0:
-            raise InvalidInputError(f"DCPH needs num_train > 0, got {num_train}")
+        positive_int(num_train, "DCPH num_train (training pairs)")
         if proxies.ndim != 2 or proxies.shape[1] != config.bits or not bool(proxies.abs().eq(1).all()):
             raise InvalidInputError(f"proxies must be C×{config.bits} with ±1 entries, got {tuple(proxies.shape)}")
         self.config = config

@@ -28,6 +28,7 @@ from torch import nn
 
 from cmhash.zoo.heads import sign_pm1
 from cmhash.errors import InvalidInputError
+from cmhash.validators import positive_int
 
 __all__ = ["PHNet", "ProxyReport", "proxy_loss", "proxy_report", "train_proxies"]
 
@@ -37,10 +38,10 @@ class PHNet(nn.Module):
 
     def __init__(self, num_classes: int, bits: int, hidden: int = 4096) -> None:
         super().__init__()
-        if num_classes < 2 or bits <= 0 or hidden <= 0:
-            raise InvalidInputError(
-                f"PHNet needs num_classes >= 2, bits > 0, hidden > 0; got {num_classes}, {bits}, {hidden}"
-            )
+        positive_int(bits, "PHNet bits")
+        positive_int(hidden, "PHNet hidden")
+        if positive_int(num_classes, "PHNet num_classes") < 2:
+            raise InvalidInputError(f"PHNet needs num_classes >= 2 (proxies must differ), got {num_classes}")
         self.num_classes, self.bits = num_classes, bits
         self.net = nn.Sequential(
             nn.Linear(num_classes, hidden), nn.ReLU(), nn.BatchNorm1d(hidden), nn.Linear(hidden, bits), nn.Tanh()

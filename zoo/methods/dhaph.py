@@ -51,6 +51,7 @@ from torch import nn
 from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
+from cmhash.validators import positive_int, positive_number
 
 from .bertadam import BertAdam, build_bertadam
 from .hier_mining import HierOutput, hier_proxy_loss
@@ -121,12 +122,9 @@ class DHaPHConfig(JsonConfig):
             raise ConfigError(f"DHaPH: hier_grad={self.hier_grad!r}; choose one of {HIER_GRAD}")
         check_head_init(self.head_init, "DHaPH: head_init")
         for name in ("bits", "epochs", "batch_size", "n_proxies", "topk", "triplets_per_anchor"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"DHaPH: {name}={value!r} must be a positive integer")
+            positive_int(getattr(self, name), f"DHaPHConfig.{name}", error=ConfigError)
         for name in ("tau", "gumbel_tau", "curvature", "clip_radius"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"DHaPH: {name}={getattr(self, name)!r} must be > 0")
+            positive_number(getattr(self, name), f"DHaPHConfig.{name}", error=ConfigError)
         if not 0.0 <= self.hash_dropout < 1.0:
             raise ConfigError(f"DHaPH: hash_dropout={self.hash_dropout!r} must lie in [0, 1)")
         if len(self.adam_betas) != 2:

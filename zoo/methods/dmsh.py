@@ -44,6 +44,7 @@ from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
+from cmhash.validators import positive_int, positive_number
 
 from .bertadam import build_bertadam
 from .labelnet import LabelNet, train_label_stage
@@ -103,14 +104,13 @@ class DMsHLNConfig(JsonConfig):
             raise ConfigError(f"DMsHLNConfig.labelnet={self.labelnet!r}: expected one of {get_args(LabelNetMode)}")
         check_head_init(self.head_init, "DMsHLNConfig.head_init")
         for name in ("bits", "epochs", "batch_size", "label_stage_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"DMsHLNConfig.{name}={getattr(self, name)!r} must be a positive integer")
+            positive_int(getattr(self, name), f"DMsHLNConfig.{name}", error=ConfigError)
         if not isinstance(self.label_stage_epochs, int) or self.label_stage_epochs < 0:
             raise ConfigError(f"DMsHLNConfig.label_stage_epochs={self.label_stage_epochs!r} must be an integer >= 0")
         if not 0.0 <= self.hash_dropout < 1.0:
             raise ConfigError(f"DMsHLNConfig.hash_dropout={self.hash_dropout} must lie in [0, 1)")
-        if self.ms_scale_pos <= 0 or self.ms_scale_neg <= 0:
-            raise ConfigError("DMsHLNConfig: ms_scale_pos and ms_scale_neg must be > 0")
+        for name in ("ms_scale_pos", "ms_scale_neg"):
+            positive_number(getattr(self, name), f"DMsHLNConfig.{name}", error=ConfigError)
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
 
     @classmethod

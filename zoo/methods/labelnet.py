@@ -30,6 +30,7 @@ from torch import nn
 
 from cmhash.zoo.heads import sign_pm1
 from cmhash.errors import InvalidInputError
+from cmhash.validators import positive_int
 
 __all__ = ["LabelNet", "label_stage_loss", "train_label_stage"]
 
@@ -39,8 +40,8 @@ class LabelNet(nn.Module):
 
     def __init__(self, num_classes: int, bits: int, seed: int | None = None) -> None:
         super().__init__()
-        if num_classes <= 0 or bits <= 0:
-            raise InvalidInputError(f"LabelNet needs num_classes > 0 and bits > 0, got {num_classes}, {bits}")
+        positive_int(num_classes, "LabelNet num_classes")
+        positive_int(bits, "LabelNet bits")
         hidden = (num_classes + bits) // 2
         self.num_classes, self.bits = num_classes, bits
         self.net = nn.Sequential(nn.Linear(num_classes, hidden), nn.ReLU(), nn.Linear(hidden, bits))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cmhash.errors import ConfigError, InvalidInputError
+from cmhash.validators import positive_int, positive_number
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 
@@ -40,10 +41,8 @@ class PairwiseConfig(JsonConfig):
             if getattr(self, name) not in backbone_names():
                 raise ConfigError(f"PairwiseConfig.{name}={getattr(self, name)!r}: expected one of {backbone_names()}")
         for name in ("bits", "epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"PairwiseConfig.{name}={getattr(self, name)!r} must be a positive integer")
-        if not self.lr > 0:
-            raise ConfigError(f"PairwiseConfig.lr={self.lr!r} must be > 0")
+            positive_int(getattr(self, name), f"PairwiseConfig.{name}", error=ConfigError)
+        positive_number(self.lr, "PairwiseConfig.lr", error=ConfigError)
 
     @classmethod
     def paper(cls, **changes: Any) -> "PairwiseConfig":

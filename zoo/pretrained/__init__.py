@@ -1,30 +1,19 @@
-"""Hashers shipped inside the package, so the demo and first use need no download.
+"""Where the hashers shipped inside the package live, so the demo and first use need no download.
 
-Only small files live here: the trained hash heads (safetensors), `config.json`, `manifest.json` and the
-model card. The frozen backbones come from their own PyPI packages. `bench/make_default_hasher.py`
-regenerates the default one from `../shared/data`.
+One folder per hasher holds the trained hash heads (model.safetensors), config.json, manifest.json and
+the model card README.md; the frozen backbones come from their own PyPI packages. This module only
+locates them (cheaply: `cmhash --help` lists the names); `cmhash.zoo.registry` turns them into zoo
+entries read from their config.json, and `bench/make_default_hasher.py` regenerates them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cmhash.errors import CheckpointNotFoundError
-
-DEFAULT = "dhaph-coco-mini-64"
 ROOT = Path(__file__).resolve().parent
+DEFAULT = "dhaph-coco-mini-64"  # the demo's hasher: DHaPH, the best of the three at 64 bits in RESULTS.md
 
 
 def names() -> list[str]:
-    """The shipped hashers (folders holding a config.json)."""
+    """The shipped hashers: the folders here that hold a config.json."""
     return sorted(p.name for p in ROOT.iterdir() if (p / "config.json").is_file())
-
-
-def path(name: str = DEFAULT) -> Path:
-    """The folder of a shipped hasher; load it with `cmhash.zoo.hub.load_hasher(path(name))`."""
-    folder = ROOT / name
-    if not (folder / "config.json").is_file():
-        raise CheckpointNotFoundError(
-            f"no shipped hasher named {name!r}; shipped: {', '.join(names()) or 'none'}. "
-            "Reinstall cmhash if this list is empty.")
-    return folder
