@@ -112,3 +112,19 @@ def test_bad_inputs_are_typed_errors(args, message, tmp_path):
 def test_an_empty_images_folder_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="no image files"):
         image_folder(tmp_path)
+
+
+def test_demo_with_another_zoo_model_exports_it_beside_the_default(first_run):
+    cache, env, _ = first_run
+    result = subprocess.run([sys.executable, "-m", "cmhash", "demo", "--model", "dcph-coco-mini-64", "-k", "3"],
+                            capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "made now" in result.stdout and len(_tables(result.stdout)) == len(demo.TEXT_QUERIES) + 1
+    assert any(p.name.startswith("dcph-coco-mini-64-") for p in (cache / "exports").iterdir())
+
+
+def test_demo_with_an_unknown_model_lists_the_zoo(tmp_path):
+    env = {**os.environ, "CMHASH_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "cmhash", "demo", "--model", "no-such-model"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and "dmsh-coco-mini-64" in " ".join(result.stderr.split())
