@@ -12,7 +12,7 @@ from cmhash.errors import ChecksumError, ConfigError, WeightsError
 from cmhash.runtime.formats import checkpoint, manifest
 from cmhash.runtime.formats.checkpoint import CheckpointConfig, read_checkpoint, write_checkpoint
 
-SHIPPED_V1 = Path(__file__).resolve().parents[2] / "zoo/pretrained/dhaph-coco-mini-64/config.json"
+SHIPPED_V1 = Path(__file__).parent / "data" / "hasher-v1-config.json"  # the config the 0.1.0 release shipped (f4e917c)
 
 
 def _config(**changes) -> CheckpointConfig:
