@@ -46,6 +46,7 @@ def worker(args: argparse.Namespace) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     target = TARGETS[args.target]
     runner = CaseRunner(target, Path(args.real), Path(args.work), timeout=args.timeout)
+    runner.load(timed=False)  # one-time costs (JIT compiles) are not a hang of the first case
     for i in range(args.first, args.stop):
         outcome = runner.run(random.Random(f"{args.seed}:{target.name}:{i}"))
         print(json.dumps({"i": i, "kind": outcome.kind, "file": outcome.file, "detail": outcome.detail[:200]}),

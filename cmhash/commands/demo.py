@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cmhash.zoo import pretrained
-
 stderr = Console(stderr=True)
 stdout = Console()
 
@@ -25,8 +23,8 @@ def demo(
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 5,
     out: Annotated[Optional[Path], typer.Option(help="Where to write the contact sheet PNG "
                                                       "(default: ~/.cache/cmhash/demo/contact_sheet.png).")] = None,
-    model: Annotated[str, typer.Option(
-        help=f"A zoo hasher (`cmhash zoo list`); shipped: {', '.join(pretrained.names())}.")] = pretrained.DEFAULT,
+    model: Annotated[Optional[str], typer.Option(
+        help="A zoo hasher, as `cmhash zoo list` names them (default: the shipped dhaph-coco-mini-64).")] = None,
 ) -> None:
     """Run the whole pipeline once: zoo hasher → ONNX (cached per model) → runtime encoders → Hamming search.
 
@@ -41,11 +39,13 @@ def demo(
     * cmhash demo --images ~/Pictures/holiday --texts my_captions.txt -k 3
     """
     from cmhash.demo import run
+    from cmhash.zoo import pretrained  # here, not at the top: `cmhash --help` must not import the zoo
 
     if k <= 0:
         raise typer.BadParameter(f"-k {k}: give at least 1 result per query")
     with stderr.status("starting") as status:
-        result = run(images, texts, k=k, out=out, step=lambda msg: status.update(msg), model=model)
+        result = run(images, texts, k=k, out=out, step=lambda msg: status.update(msg),
+                     model=model or pretrained.DEFAULT)
     for q in result.queries:
         table = Table(title=f"{q.kind}: {Path(q.query).name if q.kind.startswith('image') else repr(q.query)}",
                       title_justify="left")

@@ -59,12 +59,14 @@ def test_torchrun_two_processes_match_one_process(data_root, tmp_path):
             assert b["loss"][term] == pytest.approx(value, rel=1e-4, abs=1e-6), (a["epoch"], term)
 
     # Compare the last epoch's weights (the training state), not only the selected checkpoint.
+    # atol 1e-4: one process run with 1 thread and with 2 threads already differs by 2e-5 in the
+    # 1280-input image head after 4 epochs (summation order), and the per-epoch losses above must match.
     for name, prefix in (("train_state.safetensors", "/model/"), ("model.safetensors", "")):
         ta, tb = load_file(str(single / name)), load_file(str(ddp / name))
         keys = sorted(k for k in ta if k.startswith(prefix))
         assert keys and keys == sorted(k for k in tb if k.startswith(prefix))
         for key in keys:
-            torch.testing.assert_close(tb[key], ta[key], rtol=0, atol=1e-5, msg=f"{name}: {key}")
+            torch.testing.assert_close(tb[key], ta[key], rtol=0, atol=1e-4, msg=f"{name}: {key}")
 
     saved_one = json.loads((single / "config.json").read_text())
     saved_two = json.loads((ddp / "config.json").read_text())
