@@ -151,9 +151,9 @@ def bench_search(args, tmp: Path) -> dict:
                 save_s, _ = timed(lambda: index.save(tmp / "db1"))
                 rows[-1]["save_s"] = save_s
     # Resident memory a shard actor gains per code, loading the saved 1-shard index.
-    from cmhash.runtime.distributed.manifest import read_manifest
+    from cmhash.runtime.formats.sharded_index import read_shard_manifest
 
-    entry = read_manifest(tmp / "db1").shards[0]
+    entry = read_shard_manifest(tmp / "db1").shards[0]
     actor = _remote_shard().options(num_cpus=1).remote(0, 64, threads=1)
     ray.get(actor.add.remote(codes[:1], np.array([0]), np.array([0])))
     ray.get(actor.search.remote(queries[:1], 1))  # numba kernels loaded before the baseline

@@ -34,7 +34,7 @@ from cmhash.zoo.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (row label, method, config changes): the two baselines of RECIPES.md, then the methods and options.
+# (row label, method, config changes): the two baselines of docs/RECIPES.md, "Baselines", then the methods and options.
 MODELS: list[tuple[str, str | None, dict]] = [
     ("LSH (baseline)", None, {}),
     ("pairwise NLL (baseline)", "pairwise", {}),
@@ -94,7 +94,7 @@ def why_below_lsh(label: str, method: str, recs: list[dict], dataset, split) -> 
             f"  Why: the untrained LabelNet maps every label vector to nearly the same code, so its guide "
             f"`M = (G Gᵀ) > 0` marks {min(fractions):.1%} of the fitted pairs positive at the first and last "
             f"epoch (the labels themselves: {labels:.1%}). With no negative pair, the MS loss skips every "
-            "anchor (RECIPES.md: an anchor with an empty neg' contributes nothing), so the loss is exactly 0, "
+            "anchor (docs/RECIPES.md, \"Multi-similarity loss\": an anchor with an empty neg' contributes nothing), so the loss is exactly 0, "
             "no gradient flows, and the hash heads stay at their random initialization: a random projection "
             "of the features, which is what LSH is. The authors' code has this property on this data; the "
             "project's default (`labelnet=trained`) and `labelnet=labels` do not.")
@@ -190,7 +190,7 @@ def write_report(args, table, split, feature_seconds: float, total: float, pngs:
         "- Every model: frozen EfficientNet-Lite0 (image, 1280-d) and MiniLM-L6 (text, 384-d) features under "
         "trained hash heads (the `offline` presets). Training samples one random caption per pair per "
         "visit; evaluation uses each pair's first caption.",
-        "- Protocol (RECIPES.md): Hamming ranking, mAP@all, relevant = shares a label, ties by database index. "
+        "- Protocol (docs/RECIPES.md, \"Shared evaluation protocol\"): Hamming ranking, mAP@all, relevant = shares a label, ties by database index. "
         "The epoch is selected on the validation slice (val queries against the fitted pairs); the test "
         "queries are scored once, at the end. Nothing was tuned on the test queries.",
         f"- Cells: mean ± std of test mAP@all over seeds {', '.join(map(str, args.seeds))} (the seed sets "

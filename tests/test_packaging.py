@@ -1,4 +1,4 @@
-"""The wheel contains every subpackage (PLATFORM-NOTES.md, "Packaging": with the package-dir mapping,
+"""The wheel contains every subpackage (docs/PLATFORM-NOTES.md, "Packaging": with the package-dir mapping,
 an unlisted subpackage is silently missing from the wheel while the editable install still works)."""
 
 import os

@@ -6,7 +6,7 @@ to, or $RAY_ADDRESS), "ray://head:10001" (Ray Client) or "head:6379". If a Ray s
 running in this process, it is used as it is and left running.
 
 Ray's own log lines go to stderr and are kept at ERROR level, so they never mix with data on
-stdout (PLATFORM-NOTES.md).
+stdout (docs/PLATFORM-NOTES.md, "Ray").
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def codes_from_arrow(column: Any, width: int) -> np.ndarray:
     return raw[arr.offset * width:(arr.offset + len(arr)) * width].reshape(len(arr), width).copy()
 
 
-def write_manifest(info: CodeShardsInfo) -> Path:
+def write_code_shards_manifest(info: CodeShardsInfo) -> Path:
     """Point the folder at `info.parts` (atomically), then remove the run folders no longer listed."""
     path = info.folder / MANIFEST
     old = read_info(info.folder).parts if is_code_shards(info.folder) else []

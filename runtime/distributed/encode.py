@@ -27,7 +27,7 @@ from cmhash.errors import ClusterError, CmhashError, InvalidInputError
 from cmhash.validators import positive_int
 from cmhash.runtime.distributed.cluster import cluster_cpus, init
 from cmhash.runtime.distributed.code_shards import (CodeShardsInfo, codes_to_arrow, is_code_shards, pyarrow_module,
-                                                    read_table, write_manifest)
+                                                    read_table, write_code_shards_manifest)
 from cmhash.runtime.export_folder import ExportFolder
 
 ROWS_PER_BLOCK = 4096  # upper bound of a block (a unit of work for one actor)
@@ -146,7 +146,7 @@ def encode_distributed(model: str | os.PathLike, modality: str, inputs: Sequence
     written = sum(pq_rows(out / p) for p in parts)
     if written != n:
         raise ClusterError(f"distributed encoding wrote {written} rows for {n} inputs to {out / run}; run it again")
-    write_manifest(info)
+    write_code_shards_manifest(info)
     flagged = read_table(info, columns=["id", "truncated", "no_known_words"],  # only the flagged rows
                          filters=[[("truncated", "==", True)], [("no_known_words", "==", True)]])
     col = {name: flagged.column(name).to_numpy(zero_copy_only=False) for name in flagged.column_names}

@@ -6,7 +6,8 @@ needs (see merge.py). The user's ids sit in a parallel array; since seqs only gr
 keeps the order, `seqs` stays sorted and maps a seq to its row with one binary search.
 
 On disk a shard is two files: `NAME.cmhx`, a regular index file (docs/formats/index-file.md) holding
-the user ids, the codes in seq order and the sharded index's metadata, so it also loads as a plain HammingIndex of that shard, and
+the user ids, the codes in seq order and the sharded index's metadata (so it also loads as a plain
+HammingIndex of that shard), and
 `NAME.seq.npy`, the seqs, whose CRC-32 the sharded index's manifest records.
 """
 

@@ -40,7 +40,8 @@ import numpy as np
 from cmhash.errors import InvalidInputError, ShardUnavailableError
 from cmhash.runtime.codes import check_bits, check_codes
 from cmhash.runtime.distributed.cluster import cluster_cpus, gather, init, ray_module
-from cmhash.runtime.distributed.manifest import Manifest, ShardEntry, is_sharded_index, read_manifest, write_manifest
+from cmhash.runtime.formats.sharded_index import (ShardEntry, ShardManifest, is_sharded_index, read_shard_manifest,
+                                                  write_shard_manifest)
 from cmhash.runtime.distributed.merge import merge_ranges, merge_topk
 from cmhash.runtime.formats.index_file import encode_meta
 from cmhash.runtime.index import BACKENDS, METHODS, as_id_array, check_new_ids, ids_missing_error, ids_present_error
@@ -102,7 +103,7 @@ class ShardedIndex:
         self._expect(gather([a.info.remote() for a in self._actors], "start", timeout_s), range(n), fresh=True)
         self._next_seq = 0
         self._next_id = 0
-        self._saved: tuple[Path, Manifest] | None = None
+        self._saved: tuple[Path, ShardManifest] | None = None
         self._dirty: set[int] = set(range(n))  # changed since the last save (or never saved)
 
     # ------------------------------------------------------------------ plumbing
@@ -254,15 +255,15 @@ class ShardedIndex:
         if folder.exists() and not folder.is_dir():
             raise InvalidInputError(f"{folder} is a file; a sharded index is saved into a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        old = read_manifest(folder) if is_sharded_index(folder) else None
+        old = read_shard_manifest(folder) if is_sharded_index(folder) else None
         generation = (old.generation if old else 0) + 1
-        names = [Manifest.file_names(i, generation) for i in range(self.num_shards)]
+        names = [ShardManifest.file_names(i, generation) for i in range(self.num_shards)]
         encode_meta(self.meta)  # checked here: in the actors a bad dict would surface as a dead shard
         infos = self._call_each("save", "save", [(str(folder / a), str(folder / b), self.meta) for a, b in names])
         self._expect(infos, range(self.num_shards))
         entries = [ShardEntry(a, b, info["count"], info["seq_crc32"]) for (a, b), info in zip(names, infos)]
-        manifest = Manifest(self._bits, generation, self._next_seq, self._next_id, entries)
-        path = write_manifest(folder, manifest)
+        manifest = ShardManifest(self._bits, generation, self._next_seq, self._next_id, entries)
+        path = write_shard_manifest(folder, manifest)
         for stale in (old.files() - manifest.files()) if old else ():
             (folder / stale).unlink(missing_ok=True)
         self._saved = (folder, manifest)
@@ -278,7 +279,7 @@ class ShardedIndex:
              backend: str = "auto", timeout_s: float | None = None, method: str = "auto") -> "ShardedIndex":
         """Start one actor per saved shard and load it (every actor reads its own files)."""
         folder = Path(folder).resolve()
-        manifest = read_manifest(folder)
+        manifest = read_shard_manifest(folder)
         index = cls(manifest.bits, len(manifest.shards), num_cpus=num_cpus, threads=threads, backend=backend,
                     timeout_s=timeout_s, method=method)
         args = [(str(folder / s.index), str(folder / s.seqs), s.count, s.seq_crc32) for s in manifest.shards]

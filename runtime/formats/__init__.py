@@ -12,5 +12,6 @@ cmhash.runtime.codes (a leaf: numpy and cmhash.errors), the one definition of th
 - export_manifest.py: an export folder's export.json;
 - codes_file.py: encoded items (codes.npz);
 - index_file.py: a Hamming index file;
+- sharded_index.py: a sharded index folder's index.json (its shards are index files);
 - engine_sidecar.py: a TensorRT engine's sidecar JSON.
 """

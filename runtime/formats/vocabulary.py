@@ -1,5 +1,5 @@
 """`vocabulary.json`: the words of a bag-of-words text tower's input columns (spec:
-docs/formats/checkpoint.md §vocabulary.json). Saved with BoW checkpoints and copied into their exports.
+docs/formats/checkpoint.md, "vocabulary.json"). Saved with BoW checkpoints and copied into their exports.
 
 The one writer is `vocabulary_bytes` (the file's content; callers write it atomically), the one reader
 `read_vocabulary`. The training side (`cmhash.zoo.data.BowVocabulary`) and the runtime

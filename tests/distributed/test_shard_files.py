@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cmhash.errors import DataNotFoundError, IndexFormatError
-from cmhash.runtime.distributed.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from cmhash.runtime.formats.sharded_index import ShardEntry, ShardManifest, read_shard_manifest, write_shard_manifest
 from cmhash.runtime.distributed.shard import IndexShard
 from cmhash.runtime.index import HammingIndex
 
@@ -54,15 +54,15 @@ def test_a_damaged_or_mismatched_shard_is_refused(saved, damage):
 
 
 def test_manifest_round_trip_and_errors(tmp_path):
-    m = Manifest(64, 2, 10, 12, [ShardEntry("shard-0000.g2.cmhx", "shard-0000.g2.seq.npy", 10, 5)])
-    write_manifest(tmp_path, m)
-    assert read_manifest(tmp_path) == m
+    m = ShardManifest(64, 2, 10, 12, [ShardEntry("shard-0000.g2.cmhx", "shard-0000.g2.seq.npy", 10, 5)])
+    write_shard_manifest(tmp_path, m)
+    assert read_shard_manifest(tmp_path) == m
     with pytest.raises(DataNotFoundError, match="not a sharded index folder"):
-        read_manifest(tmp_path / "nope")
+        read_shard_manifest(tmp_path / "nope")
     raw = json.loads((tmp_path / "index.json").read_text())
     for change, message in (({"format": "other/1"}, "format"), ({"bits": 12}, "multiple of 8"),
                             ({"shards": []}, "non-empty"), ({"next_seq": -1}, "next_seq"),
                             ({"shards": [{**raw["shards"][0], "index": "../x.cmhx"}]}, "plain file name")):
         (tmp_path / "index.json").write_text(json.dumps({**raw, **change}))
         with pytest.raises(IndexFormatError, match=message):
-            read_manifest(tmp_path)
+            read_shard_manifest(tmp_path)

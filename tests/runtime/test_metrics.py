@@ -44,7 +44,7 @@ def test_query_without_relevant_items_counts_in_the_denominator():
 
 
 def reference(qc, dbc, ql, dbl, top_k=None):
-    """Loop transcription of RECIPES.md's protocol, sorting (distance, index) tuples."""
+    """Loop transcription of the protocol (docs/RECIPES.md, "Shared evaluation protocol"), sorting (distance, index) tuples."""
     qb = np.unpackbits(qc, axis=1, bitorder="little").astype(int)
     db = np.unpackbits(dbc, axis=1, bitorder="little").astype(int)
     aps, precisions = [], {1: [], 10: [], 50: []}

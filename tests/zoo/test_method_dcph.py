@@ -1,4 +1,4 @@
-"""DCPH (RECIPES.md, section "DCPH"): losses against loop transcriptions of the formulas, the proxy
+"""DCPH (docs/RECIPES.md, "DCPH"): losses against loop transcriptions of the formulas, the proxy
 stage, the alternating-rounds state, and the paper preset's numbers."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cmhash.zoo.methods.dcph_proxies import PHNet, proxy_loss, proxy_report, tra
 GAMMA = 0.3
 
 
-# ---------------------------------------------------------------- loop transcriptions of RECIPES.md
+# ---------------------------------------------------------------- loop transcriptions of docs/RECIPES.md
 def _sgn(x: float) -> float:
     return 1.0 if x >= 0 else -1.0
 
@@ -186,7 +186,7 @@ def test_trained_proxies_are_distinct_pm1_codes(trained, C, K):
     assert (report.min, report.max) == (min(ips), max(ips))
     assert report.mean == pytest.approx(sum(ips) / len(ips))
     assert report.loss_end < report.loss_start
-    # Measured with the RECIPES.md Decision (seed 0): max off-diagonal = 10/16 and 20/64 (C=24),
+    # Measured with the decision of docs/RECIPES.md, "Stage 1: proxy codes" (seed 0): max off-diagonal = 10/16 and 20/64 (C=24),
     # 12/16 and 32/64 (C=80); means -0.41, -1.95, -0.09, -0.45. The bound "< K/2" holds only for
     # C=24, K=64: SGD at lr 1e-3 flips no sign in 200 iterations, so these are the init's random
     # codes. What the Decision does guarantee here: no two classes share a code, and no pair is

@@ -1,7 +1,7 @@
-"""DHaPH (RECIPES.md, section "DHaPH"): every loss against a loop transcription written here.
+"""DHaPH (docs/RECIPES.md, "DHaPH"): every loss against a loop transcription written here.
 
 The references below are deliberately naive: Python loops over anchors, pairs, proxies and
-triplets, written from the formulas in RECIPES.md and the authors' code, never calling the code
+triplets, written from the formulas in docs/RECIPES.md and the authors' code, never calling the code
 under test to get an expected value (the one exception is flagged where it happens).
 """
 

@@ -1,4 +1,4 @@
-"""DMsH-LN: the MS loss against a loop transcription of RECIPES.md, LabelNet modes, head, config,
+"""DMsH-LN: the MS loss against a loop transcription of docs/RECIPES.md, "Multi-similarity loss"; LabelNet modes, head, config,
 and the shared BertAdam optimizer."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cmhash.zoo.methods.dmsh import (
 from cmhash.zoo.methods.labelnet import LabelNet
 
 
-# ---------------------------------------------------------------- reference (loops, RECIPES.md text)
+# ---------------------------------------------------------------- reference (loops, docs/RECIPES.md text)
 
 def ref_mask(labels: list[list[int]]) -> list[list[bool]]:
     """M_ij = 1[y_i · y_j > 0], written as 'share at least one class'."""

@@ -74,9 +74,9 @@ VIT_B32_ARCH: dict[str, Any] = {
     },
 }
 
-# EfficientNet-Lite0 preprocessing follows docs/RECIPES.md ("224², ImageNet mean/std").
+# EfficientNet-Lite0 preprocessing follows docs/RECIPES.md, "Backbones" (224², ImageNet mean/std).
 # Measured on 75 coco-mini images: the TF-Lite training normalization (x - 127) / 128 puts 54 right
-# classes in the top 5 against 46 with ImageNet mean/std; changing it is a RECIPES.md decision.
+# classes in the top 5 against 46 with ImageNet mean/std; changing it is a decision for docs/RECIPES.md.
 
 _REGISTRY: dict[str, tuple[BackboneConfig, Builder]] = {
     "efficientnet-lite0": (

@@ -1,6 +1,6 @@
 """The CLIP pipeline's optimizer ("BertAdam"), shared by DHaPH and DMsH-LN.
 
-RECIPES.md ("Optimizer of the CLIP pipeline"): Adam with β=(0.9, 0.98), eps=1e-6, decoupled weight
+docs/RECIPES.md, "Optimizer of the CLIP pipeline": Adam with β=(0.9, 0.98), eps=1e-6, decoupled weight
 decay 0.2 on every parameter, lr 1e-5 for the backbone and 1e-3 for the heads, the gradient norm
 clipped to 1.0 per parameter tensor, warmup over the first 10% of steps, then
 `lr·0.5·(1+cos(π·x))` with x = step/total.

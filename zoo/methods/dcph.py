@@ -2,7 +2,7 @@
 
 Stage 1 (`dcph_proxies.train_proxies`) turns each class into a fixed ±1 proxy code p_c. Stage 2
 trains the image and text networks with the margin-dynamic-softmax (MDS) loss against those proxies
-(RECIPES.md, section "DCPH"), with γ = 0.3, σ = 0.3·K, n_i = |Y_i|, logit_c(u) = uᵀp_c:
+(docs/RECIPES.md, "Stage 2: margin-dynamic-softmax loss"), with γ = 0.3, σ = 0.3·K, n_i = |Y_i|, logit_c(u) = uᵀp_c:
 
     m_i(u)   = (1/n_i)·Σ_{c∈Y_i} logit_c(u)
     num_i(u) = exp(γ·(m_i(u) − σ))
@@ -56,7 +56,7 @@ Phase = Literal["image", "text"]
 PHASES: tuple[str, str] = ("image", "text")
 Unlabeled = Literal["raise", "exclude"]
 
-# RECIPES.md, "Learning rates by K". No rates are given for MIRFlickr or IAPR: set lr_image/lr_text.
+# docs/RECIPES.md, "Learning rates by K". No rates are given for MIRFlickr or IAPR: set lr_image/lr_text.
 _LR_TABLE: dict[str, dict[str, dict[int, float]]] = {
     "nus-wide": {"image": {16: 1.5e-3, 32: 1.2e-3, 64: 1e-3}, "text": {16: 8e-3, 32: 8e-3, 64: 5e-3}},
     "coco": {"image": {16: 8e-4, 32: 6e-4, 64: 3e-4}, "text": {16: 2e-3, 32: 1.7e-3, 64: 1e-3}},
@@ -66,7 +66,7 @@ _DATASET_ALIASES = {"nuswide": "nus-wide", "nus-wide": "nus-wide", "nus": "nus-w
 
 
 def lr_for(dataset: str, modality: str, bits: int) -> float:
-    """The authors' SGD learning rate for (dataset, modality, K), from RECIPES.md's table."""
+    """The authors' SGD learning rate for (dataset, modality, K), from docs/RECIPES.md, "Learning rates by K"."""
     key = _DATASET_ALIASES.get(str(dataset).lower().replace("_", "-"))
     if key is None:
         raise ConfigError(
@@ -86,7 +86,7 @@ def lr_for(dataset: str, modality: str, bits: int) -> float:
 
 @dataclass(frozen=True)
 class DCPHConfig(JsonConfig):
-    """Every DCPH hyperparameter; defaults are RECIPES.md's (the `paper` preset)."""
+    """Every DCPH hyperparameter; defaults are those of docs/RECIPES.md, "DCPH" (the `paper` preset)."""
 
     image_backbone: str = "alexnet"
     text_backbone: str = "bow-mlp"

@@ -1,4 +1,4 @@
-"""DCPH stage 1: proxy hash codes, one K-bit code per class (RECIPES.md, "DCPH", stage 1).
+"""DCPH stage 1: proxy hash codes, one K-bit code per class (docs/RECIPES.md, "Stage 1: proxy codes").
 
 PHNet maps the one-hot vector of class c to `u_c = PHNet(e_c)`; the proxy is `p_c = sign(u_c)`.
 The authors ship only the resulting codes, so the training is the project's Decision, implemented
@@ -52,7 +52,7 @@ class PHNet(nn.Module):
 
 
 def proxy_loss(u: torch.Tensor, beta: float = 1.0, balance_weight: float = 0.05) -> torch.Tensor:
-    """The stage-1 loss on `U` (C×K), term by term as in RECIPES.md."""
+    """The stage-1 loss on `U` (C×K), term by term as in docs/RECIPES.md, "Stage 1: proxy codes"."""
     c, k = u.shape
     eye = torch.eye(c, dtype=u.dtype, device=u.device)
     separation = torch.relu(u @ u.T - k * eye).pow(2).sum() / c**2

@@ -1,6 +1,6 @@
 """DHaPH: Deep Hierarchy-aware Proxy Hashing with self-paced learning (TKDE 36(11), 2024).
 
-RECIPES.md, section "DHaPH". The loss is
+docs/RECIPES.md, "DHaPH". The loss is
 
     L = L(h_v,h_v) + L(h_t,h_t) + L(h_v,h_t) + α·L_hier
 
@@ -66,7 +66,7 @@ HIER_GRAD = ("detached", "to_codes")
 
 @dataclass(frozen=True)
 class DHaPHConfig(JsonConfig):
-    """Every DHaPH hyperparameter; the defaults are the paper's (RECIPES.md and the authors' code).
+    """Every DHaPH hyperparameter; the defaults are the paper's (docs/RECIPES.md, "DHaPH", and the authors' code).
 
     `bits` 64: the paper reports 16/32/64; the authors' argparse default is 16. `hier_grad`:
     "detached" reproduces the authors' code (L_hier trains only its head and proxies);
@@ -161,7 +161,7 @@ def self_paced_delta(epoch: int, total_epochs: int) -> float:
 
 def self_paced_contrastive_loss(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, epoch: int,
                                 total_epochs: int, tau: float = 0.3) -> torch.Tensor:
-    """L(a, b) = mean_i −log(Σ_j P w⁺ E / (Σ_j P w⁺ E + Σ_j N w⁻ E)), RECIPES.md "Loss 1".
+    """L(a, b) = mean_i −log(Σ_j P w⁺ E / (Σ_j P w⁺ E + Σ_j N w⁻ E)), docs/RECIPES.md, "Loss 1: self-paced contrastive loss".
 
     s = cosine(a_i, b_j), E = exp(s/τ), w⁺ = exp(−1−s)^(δ/4), w⁻ = exp(−1+s)^δ, the weights
     computed from a detached s (they pace the loss and carry no gradient). δ grows from 1/⌊T/3⌋ to

@@ -2,7 +2,7 @@
 
 The loss is the multi-similarity (MS) loss applied to (h_v,h_v), (h_t,h_t) and (h_v,h_t) with equal
 weights, on a row-normalised inner-product matrix, with the positive mask `M = (G Gᵀ) > 0` built from
-a guide G (RECIPES.md, section "DMsH-LN"). `DMsHLNConfig.labelnet` picks G:
+a guide G (docs/RECIPES.md, "DMsH-LN"). `DMsHLNConfig.labelnet` picks G:
 
 * "trained" (default, the project's Decision): LabelNet is first trained on the labels
   (`labelnet.train_label_stage`), then frozen. Its binary codes `b = sign(LabelNet(y))` give
@@ -60,7 +60,7 @@ LabelNetMode = Literal["trained", "random", "labels"]
 
 @dataclass(frozen=True)
 class DMsHLNConfig(JsonConfig):
-    """Every DMsH-LN hyperparameter; defaults are RECIPES.md's (the `paper` preset)."""
+    """Every DMsH-LN hyperparameter; defaults are those of docs/RECIPES.md, "DMsH-LN" (the `paper` preset)."""
 
     image_backbone: str = "clip-vit-b32-image"
     text_backbone: str = "clip-vit-b32-text"
@@ -165,7 +165,7 @@ def multi_similarity_loss(
     pos_eps: float = 1e-5,
     reduction: Literal["mean", "none"] = "mean",
 ) -> torch.Tensor:
-    """The MS loss of RECIPES.md with anchors = rows of `a`, vectorized with masks.
+    """The MS loss of docs/RECIPES.md, "Multi-similarity loss", with anchors = rows of `a`, vectorized with masks.
 
     Per anchor i: pos = {S_ij : M_ij, S_ij < 1−eps}, neg = {S_ij : ¬M_ij};
     neg' = {s ∈ neg : s + margin > min pos}, pos' = {s ∈ pos : s − margin < max neg};

@@ -1,6 +1,6 @@
 """DHaPH's hierarchy-aware proxy loss (HIER, CVPR 2023, in a Poincaré ball): mining and LCA loss.
 
-Transcribed from the authors' `HPLoss` (RECIPES.md, "Loss 2"), vectorized:
+Transcribed from the authors' `HPLoss` (docs/RECIPES.md, "Loss 2: hierarchy-aware proxy loss"), vectorized:
 
 * mining: mutual top-k neighbours by `torch.topk` + a mask and its transpose; sampling by
   `torch.multinomial` over each anchor's candidate mask (uniform, with replacement), instead of a

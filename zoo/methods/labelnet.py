@@ -1,6 +1,6 @@
 """DMsH-LN's Label-guided Network (LabelNet) and the project's label-to-code stage.
 
-Architecture (RECIPES.md): `Linear(C → (C+K)//2) → ReLU → Linear(→K)`, then `tanh(α·x)` with
+Architecture (docs/RECIPES.md, "Label-guided Network"): `Linear(C → (C+K)//2) → ReLU → Linear(→K)`, then `tanh(α·x)` with
 `α = √(epoch+1)`, epoch counted from 0. The growing α is a continuation trick: the codes approach
 ±1 as training goes on.
 

@@ -1,4 +1,4 @@
-"""The pairwise baseline of RECIPES.md: frozen features, a linear hash head per modality, and a plain
+"""The pairwise baseline of docs/RECIPES.md, "Baselines": frozen features, a linear hash head per modality, and a plain
 DCMH-style negative log-likelihood on θ_ij = ½·h_v,iᵀh_t,j.
 
     L = mean_ij( log(1 + exp(θ_ij)) − S_ij·θ_ij ),   S_ij = 1[y_iᵀy_j > 0]

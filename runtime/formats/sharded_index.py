@@ -1,4 +1,7 @@
-"""`index.json`: the manifest of a saved sharded index folder.
+"""`index.json`: the manifest of a saved sharded index folder (spec: docs/formats/sharded-index.md).
+
+The one writer is `write_shard_manifest`, the one reader `read_shard_manifest`; each shard is an
+index file (index_file.py).
 
     {"format": "cmhash-sharded-index/1", "bits": 64, "generation": 3,
      "next_seq": 1200, "next_id": 1000,
@@ -33,7 +36,7 @@ class ShardEntry:
 
 
 @dataclass
-class Manifest:
+class ShardManifest:
     bits: int
     generation: int
     next_seq: int
@@ -53,7 +56,7 @@ def is_sharded_index(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
+def write_shard_manifest(folder: str | os.PathLike, manifest: ShardManifest) -> Path:
     path = Path(folder) / MANIFEST
     with atomic_write(path, "w") as fh:
         json.dump({"format": FORMAT, **asdict(manifest)}, fh, indent=1)
@@ -74,7 +77,7 @@ def _name(raw: dict, key: str, path: Path) -> str:
     return value
 
 
-def read_manifest(folder: str | os.PathLike) -> Manifest:
+def read_shard_manifest(folder: str | os.PathLike) -> ShardManifest:
     """Parse and check `folder/index.json`; every problem is an IndexFormatError naming the file."""
     path = Path(folder) / MANIFEST
     try:
@@ -95,5 +98,5 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         raise IndexFormatError(f"{path}: bits must be a positive multiple of 8, got {bits}")
     entries = [ShardEntry(_name(s, "index", path), _name(s, "seqs", path), _int(s, "count", path),
                           _int(s, "seq_crc32", path)) for s in shards]
-    return Manifest(bits, _int(raw, "generation", path), _int(raw, "next_seq", path), _int(raw, "next_id", path),
-                    entries)
+    return ShardManifest(bits, _int(raw, "generation", path), _int(raw, "next_seq", path),
+                         _int(raw, "next_id", path), entries)
