@@ -243,7 +243,7 @@ def markdown(args, rows, prep, cold, size) -> str:
              f"- onnxruntime {metadata.version('onnxruntime')}, torch {torch.__version__}, numpy {np.__version__}",
              f"- 1-minute load average {args.load[0]:.1f} before and {args.load[1]:.1f} after the encoder timings "
              "(the machine is shared with other jobs)",
-             f"- model: {args.export} ({read_export_manifest(args.export)['method']}, "
+             f"- model: {args.export} ({read_export_manifest(args.export).method}, "
              "EfficientNet-Lite0 + head, MiniLM-L6 + head)",
              "",
              "",

@@ -30,8 +30,8 @@ from cmhash.errors import ExportError, ExportValidationError, require
 from cmhash.runtime.codes import pack
 from cmhash.runtime.io import sha256_file
 
-from cmhash.runtime.formats.export_manifest import (FP16_REPORT_NAME, Fp16Check, Fp16Variant, add_sections, model_file,
-                                                    read_export_manifest)
+from cmhash.runtime.formats.export_manifest import (FP16_REPORT_NAME, ExportManifest, Fp16Check, Fp16Variant, add_sections,
+                                                    model_file, read_export_manifest)
 from cmhash.runtime.formats.export_manifest import write_report as save_report
 
 from .protos import save_proto, set_metadata
@@ -145,17 +145,16 @@ def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
             "weights_clamped_to_fp16_range": clamped}
 
 
-def add_fp16_variants(folder: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
-    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json gets `Fp16Variant`s
-    (and `manifest`, when given, is updated in place)."""
+def add_fp16_variants(folder: str | Path, manifest: ExportManifest | None = None) -> ExportManifest:
+    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json gets `Fp16Variant`s.
+    Returns the new manifest."""
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_export_manifest(folder)
     variants = []
-    for modality, enc in manifest["encoders"].items():
+    for modality, enc in manifest.encoders.items():
         name = model_file(modality, "fp16")
-        variants.append(Fp16Variant(modality, name, convert_fp16(folder / enc["files"]["fp32"], folder / name)))
-    add_sections(folder, *variants, manifest=manifest)
-    return [v.file for v in variants]
+        variants.append(Fp16Variant(modality, name, convert_fp16(folder / enc.files["fp32"], folder / name)))
+    return add_sections(folder, *variants, manifest=manifest)
 
 
 def _run_all(runner: Runner, inputs: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,17 +189,16 @@ def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | N
     folder = Path(folder)
     manifest = read_export_manifest(folder)
     if dataset is None:
-        dataset = load_source_dataset(manifest["source"].get("data", {}).get("dataset"), data_root)
+        dataset = load_source_dataset(manifest.source.dataset, data_root)
     inputs = build_inputs(folder, manifest, dataset, captions="all")
     values: dict[str, dict[str, np.ndarray]] = {"fp32": {}, "fp16": {}}
     encoders, failures, flipped, total = {}, [], 0, 0
-    for modality, enc in manifest["encoders"].items():
-        if "fp16" not in enc["files"]:
+    for modality, enc in manifest.encoders.items():
+        if "fp16" not in enc.files:
             raise ExportError(f"{folder} has no fp16 {modality} encoder; run cmhash export onnx ... --fp16")
         step(f"checking the fp16 {modality} encoder")
-        names = tuple(enc["inputs"])
-        h32, c32 = _run_all(Runner(session(folder / enc["files"]["fp32"]), names), inputs[modality], batch_size)
-        h16, c16 = _run_all(Runner(session(folder / enc["files"]["fp16"]), names), inputs[modality], batch_size)
+        h32, c32 = _run_all(Runner(session(folder / enc.files["fp32"]), enc.inputs), inputs[modality], batch_size)
+        h16, c16 = _run_all(Runner(session(folder / enc.files["fp16"]), enc.inputs), inputs[modality], batch_size)
         flips = flips_of(c32, c16, h32)
         own = bool(np.array_equal(c16, pack(h16)))
         encoders[modality] = {"samples": len(h32), "max_abs_diff": float(np.abs(h16 - h32).max()),
@@ -216,7 +214,7 @@ def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | N
             full = np.full((len(dataset), h.shape[1]), np.nan, np.float32)
             full[rows] = h[first]
             values[precision][modality] = full
-    split = default_split(dataset, int(manifest["source"].get("data", {}).get("split_seed") or 0))
+    split = default_split(dataset, manifest.source.split_seed)
     maps = {p: _maps(values[p], dataset, split) for p in values}
     change = {k: maps["fp16"][k] - maps["fp32"][k] for k in maps["fp32"]}
     failures += [f"mAP {k[4:]} changed by {v:+.4f} (limit ±{max_map_change})" for k, v in change.items()

@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import cmhash
 from cmhash.errors import ExportError, ExportValidationError
-from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, file_entries,
-                                                    model_file, write_export_manifest)
+from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, ExportManifest,
+                                                    file_entries, model_file, write_export_manifest)
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
 from .fp16 import add_fp16_variants, validate_fp16
@@ -193,7 +193,7 @@ def bow_vocabulary(model: Any, vocabulary: Any, dataset: Any, data_root: str | N
 @dataclass
 class ExportResult:
     folder: Path
-    manifest: dict[str, Any]
+    manifest: ExportManifest
     validation: dict[str, Any] | None = None
     fp16: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
@@ -232,7 +232,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         if spec.modality == "text":
             words = bow_vocabulary(model, vocabulary, dataset, data_root) if spec.input_kind == "bow" else None
             written.append(write_text_assets(spec, out, tokenizer_file=tokenizer_file, vocabulary=words))
-    manifest = {
+    data = {
         "format": FORMAT,
         "cmhash_version": cmhash.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -249,12 +249,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         "validation": None,
         "fp16": None,
     }
-    manifest["files"] = file_entries(out, written)
-    write_export_manifest(out, manifest)
-    result = ExportResult(out, manifest, files=written)
+    data["files"] = file_entries(out, written)
+    result = ExportResult(out, write_export_manifest(out, data), files=written)
     if fp16:
         step("converting to fp16")
-        result.files += add_fp16_variants(out, manifest)
+        result.manifest = add_fp16_variants(out, result.manifest)
+        result.files += [e.files["fp16"] for e in result.manifest.encoders.values()]
     if not validate:
         return result
 

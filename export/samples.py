@@ -17,7 +17,7 @@ from cmhash.errors import ExportError
 from cmhash.runtime.preprocess import ImagePreprocess
 from cmhash.runtime.tokenize import TextTokenizer
 
-from cmhash.runtime.formats.export_manifest import TOKENIZER_NAME, VOCABULARY_NAME
+from cmhash.runtime.formats.export_manifest import EncoderEntry, ExportManifest
 
 Feed = dict[str, np.ndarray]
 
@@ -56,42 +56,38 @@ class ModalityInputs:
             yield idx, self._cache[key]
 
 
-def build_inputs(folder: str | Path, manifest: dict[str, Any], dataset: Any, *,
+def build_inputs(folder: str | Path, manifest: ExportManifest, dataset: Any, *,
                  captions: str = "all") -> dict[str, ModalityInputs]:
     """Inputs for every encoder in the folder: all images, and all captions or the first of each."""
     folder = Path(folder)
     out: dict[str, ModalityInputs] = {}
-    for modality, enc in manifest["encoders"].items():
-        kind = enc["input_kind"]
-        names = tuple(enc["inputs"])
-        if kind == "pixels":
-            out[modality] = _images(dataset, enc, names)
-        elif kind == "tokens":
-            out[modality] = _captions(dataset, folder / enc.get("tokenizer", TOKENIZER_NAME), enc, names, captions)
-        elif kind == "bow":
-            out[modality] = _bow(dataset, folder / enc.get("vocabulary", VOCABULARY_NAME), names)
-        else:
-            raise ExportError(f"export.json: unknown input kind {kind!r} for the {modality} encoder")
+    for modality, enc in manifest.encoders.items():
+        if enc.input_kind == "pixels":
+            out[modality] = _images(dataset, enc, enc.inputs)
+        elif enc.input_kind == "tokens":
+            out[modality] = _captions(dataset, folder / enc.asset, enc, enc.inputs, captions)
+        else:  # "bow": the reader admits no other kind
+            out[modality] = _bow(dataset, folder / enc.asset, enc.inputs)
     return out
 
 
-def _images(dataset: Any, enc: dict[str, Any], names: tuple[str, ...]) -> ModalityInputs:
+def _images(dataset: Any, enc: EncoderEntry, names: tuple[str, ...]) -> ModalityInputs:
     if dataset.images is None or isinstance(dataset.images, np.ndarray):
         raise ExportError(f"dataset {dataset.name!r} has no image files to check the image encoder with")
-    pre = ImagePreprocess.from_dict(enc["preprocess"])
+    pre = ImagePreprocess.from_dict(enc.preprocess)
     paths = list(dataset.images)
     n = len(paths)
     return ModalityInputs("image", names, np.arange(n), np.zeros(n, np.int64), f"{n} images",
                           lambda idx: {names[0]: pre([paths[i] for i in idx])})
 
 
-def _captions(dataset: Any, tokenizer_file: Path, enc: dict[str, Any], names: tuple[str, ...],
+def _captions(dataset: Any, tokenizer_file: Path, enc: EncoderEntry, names: tuple[str, ...],
               which: str) -> ModalityInputs:
     if dataset.texts is None:
         raise ExportError(f"dataset {dataset.name!r} has no captions to check the text encoder with")
     if which not in ("all", "first"):
         raise ExportError(f"captions must be 'all' or 'first', got {which!r}")
-    tok = TextTokenizer(tokenizer_file, enc["max_length"])
+    tok = TextTokenizer(tokenizer_file, enc.max_length)
     rows, caps, texts = [], [], []
     for r, sample in enumerate(dataset.texts):
         for c, text in enumerate(sample if which == "all" else sample[:1]):

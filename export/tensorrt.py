@@ -167,23 +167,23 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
     folder = Path(folder)
     manifest = read_export_manifest(folder)
     path = precision_path(str(trt.__version__), options.precision)
-    wanted = options.modalities or tuple(manifest["encoders"])
-    unknown = [m for m in wanted if m not in manifest["encoders"]]
+    wanted = options.modalities or tuple(manifest.encoders)
+    unknown = [m for m in wanted if m not in manifest.encoders]
     if unknown:
-        raise ConfigError(f"{folder} has no {', '.join(unknown)} encoder; it has {', '.join(manifest['encoders'])}")
+        raise ConfigError(f"{folder} has no {', '.join(unknown)} encoder; it has {', '.join(manifest.encoders)}")
     if options.timing_cache is None:
         options = replace(options, timing_cache=str(folder / TIMING_CACHE_NAME))
-    if path == "fp16-onnx" and any("fp16" not in manifest["encoders"][m]["files"] for m in wanted):
+    if path == "fp16-onnx" and any("fp16" not in manifest.encoders[m].files for m in wanted):
         step("making the fp16 ONNX variants (TensorRT 11 builds half precision from them)")
-        add_fp16_variants(folder, manifest)
+        manifest = add_fp16_variants(folder, manifest)
     results: dict[str, EngineMeta] = {}
     for modality in wanted:
-        enc = manifest["encoders"][modality]
+        enc = manifest.encoders[modality]
         opts = options
-        if enc["input_kind"] == "tokens" and opts.sequence is None:
-            top = int(enc["max_length"])
+        if enc.input_kind == "tokens" and opts.sequence is None:
+            top = enc.max_length
             opts = replace(opts, sequence=(1, min(16, top), top))
-        onnx_name = enc["files"]["fp16"] if path == "fp16-onnx" else enc["files"]["fp32"]
+        onnx_name = enc.files["fp16"] if path == "fp16-onnx" else enc.files["fp32"]
         engine_name = f"{modality}.engine"
         step(f"building the {modality} engine from {onnx_name} ({path})")
         results[modality] = build_engine(folder / onnx_name, folder / engine_name, options=opts,

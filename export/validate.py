@@ -18,7 +18,8 @@ import numpy as np
 from cmhash.errors import ExportError, ExportValidationError
 from cmhash.runtime.codes import pack
 
-from cmhash.runtime.formats.export_manifest import REPORT_NAME, Validation, add_sections, check_files, read_export_manifest
+from cmhash.runtime.formats.export_manifest import (REPORT_NAME, EncoderEntry, ExportManifest, Validation, add_sections,
+                                                    check_files, read_export_manifest)
 from cmhash.runtime.formats.export_manifest import write_report as save_report
 
 from .encoders import OUTPUT_NAMES, build_encoders, run_encoder_batch
@@ -47,14 +48,14 @@ def _declared_axes(sess_args: list[Any]) -> dict[str, list[Any]]:
     return {a.name: list(a.shape) for a in sess_args}
 
 
-def _check_axes(col: _Collector, modality: str, runner: Runner, enc: dict[str, Any], inputs: ModalityInputs,
+def _check_axes(col: _Collector, modality: str, runner: Runner, enc: EncoderEntry, inputs: ModalityInputs,
                 bits: int, batches: tuple[int, ...]) -> list[tuple[str, tuple, tuple, Any, Any]]:
     """Declared symbolic axes + runs at each batch size (and a max-length sequence); returns the runs."""
     declared = _declared_axes(runner.sess.get_inputs())
     fixed = []
-    for pos, name in enumerate(enc["inputs"]):
+    for pos, name in enumerate(enc.inputs):
         shape = list(declared.values())[pos] if pos < len(declared) else []
-        for axis in enc["dynamic_axes"].get(name, {}):
+        for axis in enc.dynamic_axes.get(name, {}):
             dim = shape[int(axis)] if int(axis) < len(shape) else None
             if isinstance(dim, int):
                 fixed.append(f"input {name} axis {axis} is fixed to {dim}")
@@ -64,13 +65,13 @@ def _check_axes(col: _Collector, modality: str, runner: Runner, enc: dict[str, A
     runs, errors = [], []
     sizes = dict.fromkeys(min(b, len(inputs)) for b in batches)  # fewer samples than a batch: as many as there are
     plans = [(f"batch {b}", np.arange(b), False) for b in sizes]
-    if enc["input_kind"] == "tokens":
+    if enc.input_kind == "tokens":
         n = min(2, len(inputs))
-        plans.append((f"batch {n}, sequence {enc['max_length']}", np.arange(n), True))
+        plans.append((f"batch {n}, sequence {enc.max_length}", np.arange(n), True))
     for label, idx, pad in plans:
         feed = inputs.feed(idx)
         if pad:
-            feed = {k: _pad(v, enc["max_length"], 0) for k, v in feed.items()}
+            feed = {k: _pad(v, enc.max_length, 0) for k, v in feed.items()}
         in_shape = tuple(next(iter(feed.values())).shape)
         try:
             h, c = runner(feed)
@@ -114,16 +115,16 @@ def validate_export(folder: str | Path, *, checkpoint: str | Path | None = None,
     if encoders is None:
         encoders = _reference_encoders(manifest, checkpoint)
     if dataset is None:
-        dataset = load_source_dataset(manifest["source"].get("data", {}).get("dataset"), data_root)
-    bits = int(manifest["bits"])
+        dataset = load_source_dataset(manifest.source.dataset, data_root)
+    bits = manifest.bits
     col = _Collector()
     problems = check_files(folder, manifest)
-    col.add("files", "all", not problems, "; ".join(problems) or f"{len(manifest['files'])} sha256 match export.json")
+    col.add("files", "all", not problems, "; ".join(problems) or f"{len(manifest.files)} sha256 match export.json")
     inputs = build_inputs(folder, manifest, dataset, captions=captions)
     per_modality: dict[str, Any] = {}
-    for modality, enc in manifest["encoders"].items():
+    for modality, enc in manifest.encoders.items():
         step(f"validating the {modality} encoder")
-        per_modality[modality] = _validate_one(col, modality, folder / enc["files"]["fp32"], enc, encoders[modality],
+        per_modality[modality] = _validate_one(col, modality, folder / enc.files["fp32"], enc, encoders[modality],
                                                inputs[modality], bits, atol, axis_batches, batch_size)
     report = {
         "passed": not col.failures,
@@ -143,18 +144,18 @@ def validate_export(folder: str | Path, *, checkpoint: str | Path | None = None,
     return report
 
 
-def _validate_one(col: _Collector, modality: str, path: Path, enc: dict[str, Any], spec: Any, inputs: ModalityInputs,
+def _validate_one(col: _Collector, modality: str, path: Path, enc: EncoderEntry, spec: Any, inputs: ModalityInputs,
                   bits: int, atol: float, axis_batches: tuple[int, ...], batch_size: int) -> dict[str, Any]:
     try:
-        runner = Runner(session(path), tuple(enc["inputs"]))
+        runner = Runner(session(path), enc.inputs)
     except Exception as exc:  # noqa: BLE001 - a file onnxruntime cannot load fails every check
         for check in CHECKS[1:]:
             col.add(check, modality, False, f"onnxruntime cannot load {path.name}: {str(exc)[:300]}")
         return {"file": path.name, "loaded": False}
-    names_ok = runner.outputs == list(OUTPUT_NAMES) and runner.inputs == list(enc["inputs"])
+    names_ok = runner.outputs == list(OUTPUT_NAMES) and runner.inputs == list(enc.inputs)
     col.add("names", modality, names_ok,
             f"inputs {runner.inputs}, outputs {runner.outputs}" + ("" if names_ok else
-            f"; expected inputs {enc['inputs']}, outputs {list(OUTPUT_NAMES)}"))
+            f"; expected inputs {list(enc.inputs)}, outputs {list(OUTPUT_NAMES)}"))
     runs = _check_axes(col, modality, runner, enc, inputs, bits, axis_batches)
     shape_problems = [p for label, _, (n, _), h, c in runs for p in _shape_problems(label, h, c, n, bits)]
     ref_h, ref_c, onnx_h, onnx_c, run_error = [], [], [], [], None
@@ -200,13 +201,15 @@ def _validate_one(col: _Collector, modality: str, path: Path, enc: dict[str, Any
     return result
 
 
-def _reference_encoders(manifest: dict[str, Any], checkpoint: str | Path | None) -> dict[str, Any]:
+def _reference_encoders(manifest: ExportManifest, checkpoint: str | Path | None) -> dict[str, Any]:
     from cmhash.zoo.model import CrossModalHasher
 
-    path = Path(checkpoint or manifest["source"]["checkpoint"])
+    if checkpoint is None and manifest.source.checkpoint is None:
+        raise ExportError("export.json records no source checkpoint; pass --checkpoint CKPT")
+    path = Path(checkpoint or manifest.source.checkpoint)
     if not path.is_dir():
         raise ExportError(f"the source checkpoint {path} is not there; pass --checkpoint CKPT")
-    expected = manifest["source"].get("sha256", {})
+    expected = manifest.source.sha256
     found = source_hashes(path)
     changed = [name for name, digest in expected.items() if found.get(name) != digest]
     if changed:

@@ -247,7 +247,7 @@ def load_encoder(folder: str | os.PathLike | ExportFolder, modality: str, *, bac
         info = check_metadata(session.metadata, folder, entry, str(path))
     else:
         session = _tensorrt_session(folder, modality)
-        info = {"bits": folder.bits, "input_kind": entry.input_kind, **entry.raw}
+        info = {"bits": folder.bits, "input_kind": entry.input_kind, **entry.fields}
     info = {**info, "inputs": entry.inputs or session.inputs}
     if entry.input_kind == "pixels":
         return ImageEncoder(folder, modality, session, info)
@@ -257,11 +257,10 @@ def load_encoder(folder: str | os.PathLike | ExportFolder, modality: str, *, bac
 def _tensorrt_session(folder: ExportFolder, modality: str):
     from cmhash.runtime.trt_session import TensorRTSession
 
-    engines = folder.manifest.get("engines", {})
+    engines = folder.manifest.engines
     if modality not in engines:
         raise ExportFolderError(f"{folder.path} has no TensorRT engine for the {modality} encoder; build one on this "
                                 f"machine with: cmhash export trt {folder.path}")
     entry = engines[modality]
-    source = entry.get("source_onnx")
-    onnx_path = folder.path / source if source else None
-    return TensorRTSession(folder.path / entry["file"], onnx_path=onnx_path)
+    onnx_path = folder.path / entry.source_onnx if entry.source_onnx else None
+    return TensorRTSession(folder.path / entry.file, onnx_path=onnx_path)

@@ -13,31 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from cmhash.errors import DataFormatError, ExportFolderError
-from cmhash.runtime.formats.export_manifest import (ASSET_KEY, ENCODER_FORMAT, MANIFEST_NAME, REEXPORT,
+from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, MANIFEST_NAME, REEXPORT, EncoderEntry,
                                                     read_export_manifest)
-from cmhash.runtime.formats.manifest import FileEntry, digest, short
-
-
-@dataclass(frozen=True)
-class EncoderEntry:
-    """One modality's encoder as export.json describes it (checked by `read_export_manifest`)."""
-
-    modality: str
-    input_kind: str
-    inputs: tuple[str, ...]
-    files: dict[str, str]  # precision -> ONNX file name
-    raw: dict[str, Any]
-
-    @property
-    def asset(self) -> str | None:
-        """The tokenizer.json (token towers) or vocabulary.json (BoW towers) file name."""
-        key = ASSET_KEY.get(self.input_kind)
-        return self.raw.get(key) if key else None
+from cmhash.runtime.formats.manifest import digest, short
 
 
 class ExportFolder:
@@ -47,8 +29,8 @@ class ExportFolder:
         self.path = Path(path)
         self.manifest = read_export_manifest(self.path)
         self._check_preprocess()
-        self.bits: int = self.manifest["bits"]
-        self.method: str = self.manifest.get("method", "?")
+        self.bits: int = self.manifest.bits
+        self.method: str = self.manifest.method or "?"
 
     def __repr__(self) -> str:
         return f"ExportFolder({str(self.path)!r}, method={self.method}, bits={self.bits}, modalities={self.modalities})"
@@ -57,27 +39,26 @@ class ExportFolder:
         """The image preprocessing's values, as `ImagePreprocess` will use them (the reader checks types)."""
         from cmhash.runtime.preprocess import ImagePreprocess
 
-        for modality, raw in self.manifest["encoders"].items():
-            if raw["input_kind"] == "pixels":
+        for modality, entry in self.manifest.encoders.items():
+            if entry.input_kind == "pixels":
                 try:
-                    ImagePreprocess.from_dict(raw["preprocess"])
+                    ImagePreprocess.from_dict(entry.preprocess)
                 except DataFormatError as exc:
                     raise ExportFolderError(f"{self.path / MANIFEST_NAME} is damaged: encoders.{modality}.preprocess: "
                                             f"{exc}; {REEXPORT}") from exc
 
     @property
     def modalities(self) -> list[str]:
-        return list(self.manifest["encoders"])
+        return self.manifest.modalities
 
     def encoder(self, modality: str) -> EncoderEntry:
-        encoders = self.manifest["encoders"]
+        encoders = self.manifest.encoders
         if modality not in encoders:
             raise ExportFolderError(
                 f"{self.path} has no {modality!r} encoder; it has {', '.join(encoders) or 'none'} "
                 f"(a {modality} query needs an export with a {modality} tower)"
             )
-        raw = encoders[modality]
-        return EncoderEntry(modality, raw["input_kind"], tuple(raw.get("inputs", ())), dict(raw["files"]), raw)
+        return encoders[modality]
 
     def model_path(self, modality: str, precision: str = "fp32", verify: bool = True) -> Path:
         entry = self.encoder(modality)
@@ -90,13 +71,13 @@ class ExportFolder:
 
     def file(self, name: str, verify: bool = True) -> Path:
         """The path of a file listed in export.json; with `verify`, its sha256 must match."""
-        entry = self.manifest["files"].get(name)
+        entry = self.manifest.files.get(name)
         path = self.path / name
         if entry is None:
             raise ExportFolderError(f"{short(name)} is not listed in {self.path / MANIFEST_NAME}; {REEXPORT}")
         try:
             present = path.is_file()
-            matches = present and (not verify or digest(path) == FileEntry.from_dict(entry))
+            matches = present and (not verify or digest(path) == entry)
         except OSError as exc:  # e.g. a name too long for the file system, no permission
             raise ExportFolderError(f"cannot read {short(str(path))} ({exc.strerror or exc}); "
                                     f"copy the folder again or {REEXPORT}") from exc
@@ -131,9 +112,9 @@ def check_metadata(meta: Mapping[str, str], folder: ExportFolder, entry: Encoder
         raise ExportFolderError(f"{source}: unreadable metadata ({str(exc)[:200]}); {REEXPORT}") from exc
     expected = {"bits": folder.bits, "modality": entry.modality, "input_kind": entry.input_kind}
     if "preprocess" in parsed:
-        expected["preprocess"] = entry.raw.get("preprocess")
+        expected["preprocess"] = entry.preprocess
     if "max_length" in parsed:
-        expected["max_length"] = entry.raw.get("max_length")
+        expected["max_length"] = entry.max_length
     expected = json.loads(json.dumps(expected))  # tuples -> lists, as both sides are JSON on disk
     wrong = [f"{k}: model says {short(parsed[k])}, export.json says {short(v)}"
              for k, v in expected.items() if parsed[k] != v]

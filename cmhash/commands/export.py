@@ -114,11 +114,11 @@ def export_onnx(
             _print_reports(partial.validation, partial.fp16)
         raise
     if as_json:
-        print(json.dumps({"folder": str(result.folder), "files": result.manifest["files"],
+        print(json.dumps({"folder": str(result.folder), "files": result.manifest.data["files"],
                           "validation": result.validation, "fp16": result.fp16}, indent=2))
         return
     _print_reports(result.validation, result.fp16)
-    stderr.print(f"exported {', '.join(result.manifest['modalities'])} encoder(s) to {result.folder}")
+    stderr.print(f"exported {', '.join(result.manifest.modalities)} encoder(s) to {result.folder}")
 
 
 @app.command("validate")
@@ -149,7 +149,7 @@ def validate_folder(
 
     manifest = read_export_manifest(folder)
     if fp16 is None:
-        fp16 = all("fp16" in e["files"] for e in manifest["encoders"].values())
+        fp16 = all("fp16" in e.files for e in manifest.encoders.values())
     ds = _load(dataset, data_root, images, texts)
     report, half, failure = None, None, None
     with _steps(progress and not as_json) as step:

@@ -9,12 +9,13 @@ runtime/formats/manifest.py. It is plain JSON: a runtime reads it with `json.loa
 
 One writer API: `write_export_manifest` writes the whole object (the exporter, once), and the later
 stages add typed sections with `add_sections` (`Validation`, `Fp16Check`, `Fp16Variant`, `Engine`).
-One reader: `read_export_manifest`, which checks every field's type and upgrades version 1
-(cmhash 0.1.0: file entries `{"sha256", "bytes"}`) in memory.
+One reader: `read_export_manifest`, which checks every field's type, upgrades version 1 (cmhash
+0.1.0: file entries `{"sha256", "bytes"}`) in memory and returns a typed `ExportManifest`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -116,13 +117,90 @@ class Engine:
 Section = Validation | Fp16Check | Fp16Variant | Engine
 
 
+# ------------------------------------------------------------------------------ the typed view
+@dataclass(frozen=True)
+class EncoderEntry:
+    """One modality's encoder: what a runtime needs to feed it (fields checked by the reader)."""
+
+    modality: str
+    input_kind: str  # one of INPUT_KINDS
+    inputs: tuple[str, ...]
+    files: Mapping[str, str]  # precision -> ONNX file name
+    fields: Mapping[str, Any]  # the entry as written, for comparing with each ONNX file's metadata
+
+    @property
+    def asset(self) -> str | None:
+        """The tokenizer.json (token towers) or vocabulary.json (BoW towers) file name."""
+        key = ASSET_KEY.get(self.input_kind)
+        return self.fields[key] if key else None
+
+    @property
+    def preprocess(self) -> Mapping[str, Any] | None:
+        return self.fields.get("preprocess")
+
+    @property
+    def max_length(self) -> int | None:
+        return self.fields.get("max_length")
+
+    @property
+    def dynamic_axes(self) -> Mapping[str, Mapping[str, str]]:
+        return self.fields.get("dynamic_axes", {})
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """A TensorRT engine of one modality (`cmhash export trt`)."""
+
+    file: str
+    source_onnx: str | None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the export came from: the checkpoint, its files' sha256 and its dataset and split."""
+
+    checkpoint: str | None
+    sha256: Mapping[str, str]
+    dataset: str | None
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """A read export.json. `data` is the object itself (what `add_sections` extends)."""
+
+    bits: int
+    method: str
+    encoders: Mapping[str, EncoderEntry]
+    files: Mapping[str, integrity.FileEntry]
+    source: Source
+    engines: Mapping[str, EngineEntry]
+    data: Mapping[str, Any]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ExportManifest":
+        """The typed view of an object that `manifest_problems` found nothing wrong with."""
+        source = data.get("source") or {}
+        origin = source.get("data") or {}
+        encoders = {m: EncoderEntry(m, e["input_kind"], tuple(e.get("inputs", ())), dict(e["files"]), e)
+                    for m, e in data["encoders"].items()}
+        engines = {m: EngineEntry(e["file"], e.get("source_onnx")) for m, e in data.get("engines", {}).items()}
+        return cls(data["bits"], data.get("method", ""), encoders, integrity.parse_files(data["files"]),
+                   Source(source.get("checkpoint"), dict(source.get("sha256") or {}), origin.get("dataset"),
+                          origin.get("split_seed") or 0), engines, data)
+
+
 # ------------------------------------------------------------------------------------- writing
 def file_entries(folder: str | os.PathLike, names: list[str]) -> dict[str, dict[str, Any]]:
     """The `files` section for `names` as they are now."""
     return {n: e.to_dict() for n, e in integrity.entries(folder, names).items()}
 
 
-def write_export_manifest(folder: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+def write_export_manifest(folder: str | os.PathLike, data: Mapping[str, Any]) -> ExportManifest:
     """Write `export.json` (format FORMAT), atomically, after checking it as the reader would."""
     data = json.loads(json.dumps({"format": FORMAT, **{k: v for k, v in data.items() if k != "format"}}))  # tuples -> lists
     problems = [f"lacks {k}" for k in REQUIRED if k not in data] or manifest_problems(data)
@@ -131,21 +209,19 @@ def write_export_manifest(folder: str | os.PathLike, data: Mapping[str, Any]) ->
     with atomic_write(Path(folder) / MANIFEST_NAME, "w") as fh:
         json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")
-    return Path(folder) / MANIFEST_NAME
+    return ExportManifest.from_dict(data)
 
 
 def add_sections(folder: str | os.PathLike, *sections: Section,
-                 manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+                 manifest: ExportManifest | None = None) -> ExportManifest:
     """Add typed sections to `export.json` (read from `folder` unless given) and write it once.
 
-    The files a section names (fp16 models) get their integrity entries. Returns the new object, and
-    updates `manifest` in place when one is given.
+    The files a section names (fp16 models) get their integrity entries. Returns the new manifest.
     """
-    data = manifest if manifest is not None else read_export_manifest(folder)
+    data = copy.deepcopy(dict((manifest or read_export_manifest(folder)).data))
     names = [n for s in sections for n in s.apply(data)]
     data["files"].update(file_entries(folder, names))
-    write_export_manifest(folder, data)
-    return data
+    return write_export_manifest(folder, data)
 
 
 def write_report(folder: str | os.PathLike, name: str, report: Mapping[str, Any]) -> Path:
@@ -158,7 +234,7 @@ def write_report(folder: str | os.PathLike, name: str, report: Mapping[str, Any]
 
 
 # ------------------------------------------------------------------------------------- reading
-def read_export_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+def read_export_manifest(folder: str | os.PathLike) -> ExportManifest:
     """`folder`'s export.json, with every field a reader uses checked for presence and type.
 
     The one reader of export.json (runtime and export alike). A version-1 file is upgraded in memory
@@ -182,7 +258,7 @@ def read_export_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ExportFolderError(f"{path} is damaged: {'; '.join(problems[:3])}{more}; {REEXPORT}")
-    return data
+    return ExportManifest.from_dict(data)
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +299,18 @@ def manifest_problems(data: Mapping[str, Any]) -> list[str]:
     except ValueError as exc:
         problems.append(str(exc))
     problems += _engines_problems(data.get("engines", {}))
+    problems += _source_problems(data.get("source") or {})
     return problems
+
+
+def _source_problems(source: Any) -> list[str]:
+    """The optional `source` section: checkpoint path, file sha256s, dataset name and split seed."""
+    origin = (source.get("data") or {}) if isinstance(source, dict) else None
+    ok = (isinstance(source, dict) and isinstance(source.get("checkpoint", ""), (str, type(None)))
+          and isinstance(source.get("sha256") or {}, dict) and _all_str((source.get("sha256") or {}).values())
+          and isinstance(origin, dict) and isinstance(origin.get("dataset"), (str, type(None)))
+          and type(origin.get("split_seed") or 0) is int)
+    return [] if ok else [f"source must hold checkpoint, sha256 and data {{dataset, split_seed}}, got {short(source)}"]
 
 
 def _encoders_problems(modalities: Any, encoders: Any) -> list[str]:
@@ -248,6 +335,9 @@ def _encoder_problems(where: str, raw: Any) -> list[str]:
         problems.append(f"{where}.files must map precisions to file names, fp32 included, got {short(files)}")
     if not isinstance(raw.get("inputs", []), list) or not _all_str(raw.get("inputs", [])):
         problems.append(f"{where}.inputs must be a list of input names, got {short(raw['inputs'])}")
+    axes = raw.get("dynamic_axes", {})
+    if not isinstance(axes, dict) or not all(isinstance(a, dict) for a in axes.values()):
+        problems.append(f"{where}.dynamic_axes must map input names to {{axis: name}}, got {short(axes)}")
     if kind == "pixels":
         value = raw.get("preprocess")  # its values are checked by runtime.preprocess when it is used
         flat = isinstance(value, dict) and all(
@@ -278,9 +368,9 @@ def _engines_problems(engines: Any) -> list[str]:
     return []
 
 
-def check_files(folder: str | os.PathLike, data: Mapping[str, Any]) -> list[str]:
-    """One message per file listed in `files` that is missing or differs (a read manifest's entries)."""
-    return integrity.verify_files(folder, integrity.parse_files(data["files"]), MANIFEST_NAME)
+def check_files(folder: str | os.PathLike, manifest: ExportManifest) -> list[str]:
+    """One message per file listed in `files` that is missing or differs."""
+    return integrity.verify_files(folder, manifest.files, MANIFEST_NAME)
 
 
 def _all_str(items: Any) -> bool:

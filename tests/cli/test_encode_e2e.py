@@ -63,9 +63,10 @@ def token_feed(tokenizer_file: Path, texts: list[str], max_length: int) -> dict[
 def test_cli_in_the_torch_free_env_gives_the_exports_codes(method, method_export, coco_mini_dataset,
                                                            runtime_python, tmp_path):
     from cmhash.export.samples import build_inputs
+    from cmhash.runtime.formats.export_manifest import read_export_manifest
 
     folder = method_export(method)
-    manifest = json.loads((folder / "export.json").read_text())
+    manifest = read_export_manifest(folder)
     images = [Path(p) for p in coco_mini_dataset.images[:N_IMAGES]]
     texts = [caps[0] for caps in coco_mini_dataset.texts[:N_IMAGES]] + [LONG]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
@@ -80,11 +81,11 @@ def test_cli_in_the_torch_free_env_gives_the_exports_codes(method, method_export
     # expected: the export's ONNX outputs, computed here
     inputs = build_inputs(folder, manifest, coco_mini_dataset.subset(np.arange(N_IMAGES)))
     want_img = onnx_codes(folder / "image.onnx", [inputs["image"].feed(np.arange(N_IMAGES))])
-    enc = manifest["encoders"]["text"]
-    want_txt = onnx_codes(folder / "text.onnx", [token_feed(folder / enc["tokenizer"], texts, enc["max_length"])])
+    enc = manifest.encoders["text"]
+    want_txt = onnx_codes(folder / "text.onnx", [token_feed(folder / enc.asset, texts, enc.max_length)])
 
     with np.load(tmp_path / "img.npz") as got:
-        assert got["codes"].shape == (N_IMAGES, manifest["bits"] // 8)
+        assert got["codes"].shape == (N_IMAGES, manifest.bits // 8)
         np.testing.assert_array_equal(got["codes"], want_img)
     with np.load(tmp_path / "txt.npz") as got:
         np.testing.assert_array_equal(got["codes"], want_txt)

@@ -27,5 +27,5 @@ def test_distributed_package_imports_without_ray(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     import importlib
 
-    for name in ("cluster", "code_shards", "encode", "manifest", "merge", "pipeline", "shard", "sharded_index"):
+    for name in ("cluster", "code_shards", "encode", "merge", "pipeline", "shard", "sharded_index"):
         importlib.import_module(f"cmhash.runtime.distributed.{name}")

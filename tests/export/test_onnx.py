@@ -31,7 +31,7 @@ def test_folder_holds_single_file_models_and_export_json(session_export):
                  "validation.json", "validation.fp16.json"):
         assert name in names
     assert not [n for n in names if n.endswith(".data")], "weights must stay inside the .onnx files"
-    manifest = read_manifest(session_export.folder)
+    manifest = read_manifest(session_export.folder).data
     assert manifest["exporter"]["opset"] >= 18 and manifest["exporter"]["external_data"] is False
     assert set(manifest["exporter"]["versions"]) >= {"torch", "onnx", "onnxruntime"}
     assert manifest["bits"] == 16 and manifest["modalities"] == ["image", "text"]
@@ -44,12 +44,12 @@ def test_folder_holds_single_file_models_and_export_json(session_export):
 
 def test_export_json_sha256s_match_the_files(session_export):
     manifest = read_manifest(session_export.folder)
-    assert set(manifest["files"]) == {"image.onnx", "text.onnx", "tokenizer.json", "image.fp16.onnx", "text.fp16.onnx"}
-    for name, entry in manifest["files"].items():
-        assert sha256_file(session_export.folder / name) == entry["sha256"], name
+    assert set(manifest.files) == {"image.onnx", "text.onnx", "tokenizer.json", "image.fp16.onnx", "text.fp16.onnx"}
+    for name, entry in manifest.files.items():
+        assert sha256_file(session_export.folder / name) == entry.sha256, name
     assert check_files(session_export.folder, manifest) == []
     src = session_export.checkpoint
-    assert manifest["source"]["sha256"] == {"model.safetensors": sha256_file(src / "model.safetensors"),
+    assert manifest.source.sha256 == {"model.safetensors": sha256_file(src / "model.safetensors"),
                                             "config.json": sha256_file(src / "config.json")}
 
 
@@ -81,7 +81,7 @@ def test_dynamic_batch_1_and_37_and_sequence_length(session_export):
         h, c = image({"pixels": np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)})
         assert h.shape == (n, 16) and h.dtype == np.float32 and c.shape == (n, 2) and c.dtype == np.uint8
     text = Runner(session(folder / "text.onnx"), ("input_ids", "attention_mask"))
-    for n, length in ((1, 5), (37, 40), (3, manifest["encoders"]["text"]["max_length"])):
+    for n, length in ((1, 5), (37, 40), (3, manifest.encoders["text"].max_length)):
         ids = np.full((n, length), 1000, np.int64)
         ids[:, 0], ids[:, -1] = 101, 102
         h, c = text({"input_ids": ids, "attention_mask": np.ones_like(ids)})
@@ -92,7 +92,7 @@ def test_dynamic_batch_1_and_37_and_sequence_length(session_export):
 def test_onnx_codes_equal_pack_of_pytorch_values_on_real_inputs(session_export, reference_encoders):
     folder, ds = session_export.folder, session_export.dataset
     manifest = read_manifest(folder)
-    pre = ImagePreprocess.from_dict(manifest["encoders"]["image"]["preprocess"])
+    pre = ImagePreprocess.from_dict(manifest.encoders["image"].preprocess)
     feed = {"pixels": pre(ds.images[:6])}
     h_t, _ = run_encoder_batch(reference_encoders["image"], feed)
     h, c = Runner(session(folder / "image.onnx"), ("pixels",))(feed)
@@ -243,8 +243,8 @@ def test_bow_tower_exports_with_its_vocabulary(tmp_path, coco_mini, isolated_env
     ckpt = CrossModalHasher(config, {"text": build_backbone(bow_cfg)}).save_pretrained(tmp_path / "ckpt")
     result = export_checkpoint(ckpt, tmp_path / "export", dataset=coco_mini)
     manifest = result.manifest
-    assert manifest["modalities"] == ["text"] and manifest["encoders"]["text"]["inputs"] == ["bow"]
-    assert "vocabulary.json" in manifest["files"] and len(BowVocabulary.load(tmp_path / "export/vocabulary.json")) == 300
+    assert manifest.modalities == ["text"] and manifest.encoders["text"].inputs == ("bow",)
+    assert "vocabulary.json" in manifest.files and len(BowVocabulary.load(tmp_path / "export/vocabulary.json")) == 300
     assert result.validation["passed"] and result.validation["encoders"]["text"]["bit_agreement"] == 1.0
 
 
@@ -278,7 +278,7 @@ def test_a_bow_checkpoint_exports_with_no_dataset_present(tmp_path, monkeypatch,
     monkeypatch.setattr(constants, "DATA_DIR", tmp_path / "no-data")
     result = export_checkpoint(ckpt, tmp_path / "export", validate=False)
     assert BowVocabulary.load(tmp_path / "export/vocabulary.json") == vocab
-    assert result.manifest["encoders"]["text"]["inputs"] == ["bow"]
+    assert result.manifest.encoders["text"].inputs == ("bow",)
     # The data really is hidden: a checkpoint without its vocabulary (format 1) needs it, and says so.
     old = _bow_checkpoint(tmp_path / "old", None)
     with pytest.raises(DataNotFoundError, match="coco-mini"):

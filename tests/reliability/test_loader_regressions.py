@@ -147,7 +147,8 @@ def test_export_and_runtime_read_export_json_with_one_reader(real_folder, tmp_pa
     from cmhash.runtime.formats.export_manifest import read_export_manifest
 
     folder = _export_copy(real_folder, tmp_path)
-    assert read_export_manifest(folder) == ExportFolder(folder).manifest == json.loads((folder / "export.json").read_text())
+    assert read_export_manifest(folder) == ExportFolder(folder).manifest
+    assert read_export_manifest(folder).data == json.loads((folder / "export.json").read_text())
     _edit_manifest(folder, lambda m: m.__setitem__("modalities", "text"))
     with pytest.raises(ExportError) as from_export:
         read_export_manifest(folder)

@@ -32,7 +32,7 @@ def test_a_version_1_export_loads_and_encodes_as_before(tmp_path):
     texts = ["a dog in the street", "two red buses"]
     want = load_encoder(folder, "text").encode(texts, progress=False).codes
     _as_version_1(folder)
-    data = em.read_export_manifest(folder)
+    data = em.read_export_manifest(folder).data
     assert data["format"] == em.FORMAT and all(set(e) == {"sha256", "size"} for e in data["files"].values())
     np.testing.assert_array_equal(load_encoder(folder, "text").encode(texts, progress=False).codes, want)
 
@@ -62,7 +62,7 @@ def test_sections_are_added_through_the_writer(tmp_path):
 
 
 def test_the_writer_refuses_an_object_the_reader_would_refuse(tmp_path):
-    data = em.read_export_manifest(TINY_BOW)
+    data = em.read_export_manifest(TINY_BOW).data
     with pytest.raises(ExportFolderError, match="bits must be a positive multiple of 8"):
         em.write_export_manifest(tmp_path, {**data, "bits": 12})
     assert not (tmp_path / "export.json").exists()

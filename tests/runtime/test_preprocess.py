@@ -79,7 +79,8 @@ def test_training_side_transform_equals_the_runtime_one(coco_images):
     pytest.importorskip("torch")
     from cmhash.export.encoders import EncoderSpec
     from cmhash.export.onnx import onnx_metadata
-    from cmhash.runtime.export_folder import EncoderEntry, check_metadata
+    from cmhash.runtime.export_folder import check_metadata
+    from cmhash.runtime.formats.export_manifest import EncoderEntry
     from cmhash.zoo.backbones import get_config
     from cmhash.zoo.inputs import ImageFileInput
 

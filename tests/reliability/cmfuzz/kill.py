@@ -149,7 +149,7 @@ def identify(kind: str, folder: Path) -> str:
 
         manifest = read_export_manifest(folder)
         for v in (0, 1):
-            if manifest == _export_manifest(v):
+            if manifest.data == _export_manifest(v):
                 return f"v{v}"
     raise AssertionError(f"{kind} in {folder} loaded but equals no version that was written")
 
