@@ -35,6 +35,7 @@ import numpy as np
 
 from cmhash.errors import InvalidInputError, require
 from cmhash.runtime.codes import hamming_distances
+from cmhash.validators import positive_int
 
 #: Distance written into the padding slots when k exceeds the index size (FAISS's value).
 PAD_DISTANCE = int(np.iinfo(np.int32).max)
@@ -440,9 +441,7 @@ def default_threads() -> int:
 def _check_threads(threads: int | None) -> int:
     if threads is None:
         return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
-    return int(threads)
+    return positive_int(threads, "threads")
 
 
 def _run_parallel(fn, nq: int, threads: int) -> None:

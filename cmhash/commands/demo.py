@@ -20,7 +20,7 @@ def demo(
                                                          "photographs scikit-image ships).")] = None,
     texts: Annotated[Optional[Path], typer.Option(help="A UTF-8 file, one caption per line, for the "
                                                         "image→text query (default: a list written for the demo).")] = None,
-    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 5,
+    k: Annotated[int, typer.Option("-k", min=1, help="Results per query.")] = 5,
     out: Annotated[Optional[Path], typer.Option(help="Where to write the contact sheet PNG "
                                                       "(default: ~/.cache/cmhash/demo/contact_sheet.png).")] = None,
     model: Annotated[Optional[str], typer.Option(
@@ -41,8 +41,6 @@ def demo(
     from cmhash.demo import run
     from cmhash.zoo import pretrained  # here, not at the top: `cmhash --help` must not import the zoo
 
-    if k <= 0:
-        raise typer.BadParameter(f"-k {k}: give at least 1 result per query")
     with stderr.status("starting") as status:
         result = run(images, texts, k=k, out=out, step=lambda msg: status.update(msg),
                      model=model or pretrained.DEFAULT)
