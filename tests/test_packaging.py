@@ -62,3 +62,20 @@ def test_wheel_ships_the_model_card_template(wheel):
     """`cmhash publish` renders model_cards/template.md.j2; an installed wheel must carry it."""
     names = zipfile.ZipFile(wheel).namelist()
     assert "cmhash/model_cards/template.md.j2" in names
+
+
+def test_the_installed_wheel_ships_the_three_zoo_hashers(wheel, tmp_path):
+    """The shipped hashers are package data: an unlisted folder would leave `cmhash zoo list` empty."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for hasher in ("dcph-coco-mini-64", "dhaph-coco-mini-64", "dmsh-coco-mini-64"):
+        for file in ("config.json", "model.safetensors", "manifest.json", "README.md"):
+            assert f"cmhash/zoo/pretrained/{hasher}/{file}" in names
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("from cmhash.zoo.registry import list_models\n"
+            "print(sorted((m.method, m.bits) for m in list_models() if m.shipped))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(target)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[('dcph', 64), ('dhaph', 64), ('dmsh', 64)]"
