@@ -39,14 +39,17 @@ def test_clip_split_is_the_authors_permutation(seed):
     np.testing.assert_array_equal(split.query, perm[:5000])
     np.testing.assert_array_equal(split.train, perm[5000:15000])
     np.testing.assert_array_equal(split.database, perm[5000:])
-    assert split.sizes() == {"query": 5000, "database": 15015, "train": 10000, "val": 0, "fit": 10000}
+    assert split.sizes() == {"query": 5000, "database": 15015, "train": 10000, "val": 1000, "fit": 9000}
+    np.testing.assert_array_equal(split.val, perm[5000:6000])  # carved from the training pairs
     _assert_protocol(split, N_MIRFLICKR)
+    assert clip_split(N_MIRFLICKR, seed, val_frac=0).sizes()["val"] == 0
 
 
 @pytest.mark.parametrize("n_train", [5000, 10000])
 def test_classic_split_sizes(n_train):
     split = classic_split(N_MIRFLICKR, 0, n_train=n_train)
-    assert (split.query.size, split.database.size, split.train.size) == (2000, 18015, n_train)
+    assert (split.query.size, split.database.size, split.train.size, split.val.size) == (2000, 18015, n_train,
+                                                                                          n_train // 10)
     _assert_protocol(split, N_MIRFLICKR)
 
 

@@ -108,20 +108,29 @@ def _permutation_split(n: int, seed: int, n_query: int, n_train: int, n_val: int
     return Split(query=perm[:n_query], database=perm[n_query:], train=train, val=train[:n_val])
 
 
-def clip_split(n: int, seed: int, n_query: int = 5000, n_train: int = 10000) -> Split:
-    """CLIP-pipeline split (DSPH, DHaPH, DMsH-LN): one permutation, no validation slice.
+def clip_split(n: int, seed: int, n_query: int = 5000, n_train: int = 10000, val_frac: float = 0.1) -> Split:
+    """CLIP-pipeline split (DSPH, DHaPH, DMsH-LN): one permutation.
 
     Query = the first `n_query` of the permutation, train = the next `n_train`, database = everything
     except the queries, so the training pairs lie inside the database. Use `SEED_DHAPH` or
-    `SEED_DMSH_LN` to reproduce the authors' partitions.
+    `SEED_DMSH_LN` to reproduce the authors' partitions. Validation = the first round(val_frac·n_train)
+    training pairs: the epoch is selected on them, not on the test queries (docs/RECIPES.md,
+    "Shared evaluation protocol"); `val_frac=0` leaves none.
     """
-    return _permutation_split(n, seed, n_query, n_train)
+    return _permutation_split(n, seed, n_query, n_train, _n_val(val_frac, n_train))
 
 
-def classic_split(n: int, seed: int, n_query: int = 2000, n_train: int = 10000) -> Split:
+def classic_split(n: int, seed: int, n_query: int = 2000, n_train: int = 10000, val_frac: float = 0.1) -> Split:
     """Classic MIRFlickr-25K protocol (DCMH and most baselines): 2,000 queries, the rest is the
-    database, and `n_train` (5,000 or 10,000) training pairs drawn from the database."""
-    return _permutation_split(n, seed, n_query, n_train)
+    database, and `n_train` (5,000 or 10,000) training pairs drawn from the database; validation as in
+    `clip_split`."""
+    return _permutation_split(n, seed, n_query, n_train, _n_val(val_frac, n_train))
+
+
+def _n_val(val_frac: float, n_train: int) -> int:
+    if isinstance(val_frac, bool) or not isinstance(val_frac, (int, float)) or not 0 <= val_frac < 1:
+        raise InvalidInputError(f"val_frac must be a number in [0, 1), got {val_frac!r}")
+    return _round(val_frac * n_train)
 
 
 def _round(x: float) -> int:
