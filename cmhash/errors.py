@@ -24,6 +24,10 @@ class CodeFormatError(CmhashError, ValueError):
     """Hash codes of the wrong bit width, dtype or shape."""
 
 
+class ModelMismatchError(CmhashError, ValueError):
+    """A query was encoded by another model than the one whose codes fill the index."""
+
+
 class InvalidInputError(CmhashError, ValueError):
     """An argument is out of range or holds NaN/inf (empty queries, k <= 0, ...)."""
 

@@ -62,6 +62,7 @@ class Encoder:
         self.input_kind = str(info["input_kind"])
         self.input_names = tuple(info["inputs"])
         self.method = folder.method
+        self.model_id = folder.manifest.model_id
         missing = [n for n in (*self.input_names, "hash", "codes")
                    if n not in (*session.inputs, *session.outputs)]
         if missing:

@@ -21,6 +21,7 @@ import numpy as np
 
 from cmhash.errors import CodeFormatError, DataFormatError, InvalidInputError
 from cmhash.runtime.formats.codes_file import CodesFile, load_codes, save_codes
+from cmhash.runtime.formats.model_id import check_same_model
 from cmhash.runtime.encoder import EncodeResult, load_encoder
 from cmhash.runtime.input_files import image_paths, read_texts
 from cmhash.runtime.io import atomic_write
@@ -58,7 +59,7 @@ def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], 
     encoder = options.load(model, "image")
     result = options.run(encoder, [str(f) for f in files])
     data = CodesFile(result.codes, np.arange(len(files), dtype=np.int64), [str(f) for f in files], encoder.bits,
-                     "image", encoder.method, str(model))
+                     "image", encoder.method, str(model), model_id=encoder.model_id)
     save_codes(out, data)
     return data
 
@@ -75,7 +76,7 @@ def encode_texts(model: str | os.PathLike, text_file: str | os.PathLike, out: st
     encoder = options.load(model, "text")
     result = options.run(encoder, texts)
     data = CodesFile(result.codes, ids, texts, encoder.bits, "text", encoder.method, str(model), result.truncated,
-                     result.no_known_words)
+                     result.no_known_words, model_id=encoder.model_id)
     save_codes(out, data)
     return data
 
@@ -85,6 +86,23 @@ def items_path(index: str | os.PathLike) -> Path:
     return index.with_name(index.name + ".items.json")
 
 
+def index_meta(data: CodesFile, method: str = "auto") -> dict[str, Any]:
+    """What an index built from `data` records: its default search method, and which export made the
+    codes (searches with another one are refused)."""
+    meta: dict[str, Any] = {"search_method": method} if method != "auto" else {}
+    if data.model_id:
+        meta["model_id"] = data.model_id
+    return meta
+
+
+def write_items(index: str | os.PathLike, data: CodesFile) -> None:
+    """The index's `.items.json` sidecar: what each id stands for."""
+    sidecar = {"format": ITEMS_FORMAT, "bits": data.bits, "modality": data.modality, "method": data.method,
+               "model": data.model, "model_id": data.model_id, "ids": data.ids.tolist(), "items": data.items}
+    with atomic_write(items_path(index), "w") as fh:
+        json.dump(sidecar, fh)
+
+
 def build_index(codes: str | os.PathLike, out: str | os.PathLike, method: str = "auto") -> dict[str, Any]:
     """A HammingIndex of a codes file, saved to `out`, with `out.items.json` mapping ids to items.
 
@@ -92,13 +110,10 @@ def build_index(codes: str | os.PathLike, out: str | os.PathLike, method: str = 
     from cmhash.runtime.index import HammingIndex
 
     data = load_codes(codes)
-    index = HammingIndex(data.bits, method=method, meta=None if method == "auto" else {"search_method": method})
+    index = HammingIndex(data.bits, method=method, meta=index_meta(data, method) or None)
     index.add(data.codes, data.ids)
     index.save(out)
-    sidecar = {"format": ITEMS_FORMAT, "bits": data.bits, "modality": data.modality, "method": data.method,
-               "model": data.model, "ids": data.ids.tolist(), "items": data.items}
-    with atomic_write(items_path(out), "w") as fh:
-        json.dump(sidecar, fh)
+    write_items(out, data)
     return {"index": str(out), "items": str(items_path(out)), "count": len(index), "bits": data.bits,
             "modality": data.modality}
 
@@ -180,6 +195,7 @@ def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts:
             if encoder.bits != hamming.bits:
                 raise CodeFormatError(f"the index {index} holds {hamming.bits}-bit codes but {model} makes {encoder.bits}-bit "
                                       "codes: search with the model whose codes built the index")
+            check_same_model(hamming.meta.get("model_id", ""), encoder.model_id, str(index), str(model))
             encoded = options.run(encoder, queries)
             dist, ids = hamming.search(encoded.codes, k)
             truncated = encoded.truncated if encoded.truncated is not None else np.zeros(len(queries), bool)

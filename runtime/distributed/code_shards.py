@@ -46,6 +46,7 @@ class CodeShardsInfo:
     model: str
     count: int
     parts: list[str]
+    model_id: str = ""  # the encoding export's identity (runtime/formats/model_id.py)
 
 
 def is_code_shards(path: str | os.PathLike) -> bool:
@@ -78,7 +79,7 @@ def write_code_shards_manifest(info: CodeShardsInfo) -> Path:
     path = info.folder / MANIFEST
     old = read_info(info.folder).parts if is_code_shards(info.folder) else []
     body = {"format": FORMAT, "bits": info.bits, "modality": info.modality, "method": info.method,
-            "model": info.model, "count": info.count, "parts": info.parts}
+            "model": info.model, "model_id": info.model_id, "count": info.count, "parts": info.parts}
     with atomic_write(path, "w") as fh:
         json.dump(body, fh, indent=1)
     keep = {Path(p).parts[0] for p in info.parts}
@@ -104,7 +105,7 @@ def read_info(folder: str | os.PathLike) -> CodeShardsInfo:
         if any(Path(p).is_absolute() or ".." in Path(p).parts for p in parts):
             raise ValueError("a part path leaves the folder")
         return CodeShardsInfo(folder, check_bits(int(raw["bits"])), str(raw["modality"]), str(raw.get("method", "")),
-                              str(raw.get("model", "")), int(raw["count"]), parts)
+                              str(raw.get("model", "")), int(raw["count"]), parts, str(raw.get("model_id", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataFormatError(f"{path} is not a cmhash codes manifest ({exc}); encode again with --ray") from exc
 
@@ -137,4 +138,4 @@ def read_code_shards(folder: str | os.PathLike) -> CodesFile:
     items = table.column("item").to_pylist()
     truncated = table.column("truncated").to_numpy(zero_copy_only=False).astype(bool)[order]
     return CodesFile(codes, ids, [items[i] for i in order], info.bits, info.modality, info.method, info.model,
-                     truncated)
+                     truncated, model_id=info.model_id)

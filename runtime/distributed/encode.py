@@ -142,7 +142,7 @@ def encode_distributed(model: str | os.PathLike, modality: str, inputs: Sequence
         if keep is not None:
             ctx.raise_original_map_exception = keep
     parts = sorted(str(p.relative_to(out)) for p in (out / run).glob("*.parquet"))
-    info = CodeShardsInfo(out, folder.bits, modality, folder.method, str(model), n, parts)
+    info = CodeShardsInfo(out, folder.bits, modality, folder.method, str(model), n, parts, folder.manifest.model_id)
     written = sum(pq_rows(out / p) for p in parts)
     if written != n:
         raise ClusterError(f"distributed encoding wrote {written} rows for {n} inputs to {out / run}; run it again")

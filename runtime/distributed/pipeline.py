@@ -6,7 +6,6 @@ an address: join that cluster) and returns a summary dict that the CLI prints.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,8 +17,7 @@ from cmhash.runtime.formats.codes_file import CodesFile, load_codes
 from cmhash.runtime.distributed.cluster import ray_cluster
 from cmhash.runtime.distributed.code_shards import is_code_shards, read_code_shards
 from cmhash.runtime.input_files import image_paths, read_texts
-from cmhash.runtime.io import atomic_write
-from cmhash.runtime.pipeline import ITEMS_FORMAT, EncoderOptions, items_path
+from cmhash.runtime.pipeline import EncoderOptions, index_meta, items_path, write_items
 
 ADD_BATCH = 1 << 20  # rows per add call: bounds one Ray message at ~8 MiB of 64-bit codes
 
@@ -65,14 +63,11 @@ def build_sharded_index(codes: str | os.PathLike, out: str | os.PathLike, shards
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} is a file; a sharded index is saved into a folder (e.g. {out}.shards)")
-    with ray_cluster(address), ShardedIndex(data.bits, shards, num_cpus=num_cpus) as index:
+    with ray_cluster(address), ShardedIndex(data.bits, shards, num_cpus=num_cpus, meta=index_meta(data)) as index:
         for start in range(0, data.codes.shape[0], ADD_BATCH):
             index.add(data.codes[start:start + ADD_BATCH], data.ids[start:start + ADD_BATCH])
         index.save(out)
         counts = index.shard_counts
-    sidecar = {"format": ITEMS_FORMAT, "bits": data.bits, "modality": data.modality, "method": data.method,
-               "model": data.model, "ids": data.ids.tolist(), "items": data.items}
-    with atomic_write(items_path(out), "w") as fh:
-        json.dump(sidecar, fh)
+    write_items(out, data)
     return {"index": str(out), "items": str(items_path(out)), "count": int(sum(counts)), "bits": data.bits,
             "modality": data.modality, "shards": len(counts), "shard_counts": counts}

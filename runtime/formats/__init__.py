@@ -13,5 +13,6 @@ cmhash.runtime.codes (a leaf: numpy and cmhash.errors), the one definition of th
 - codes_file.py: encoded items (codes.npz);
 - index_file.py: a Hamming index file;
 - sharded_index.py: a sharded index folder's index.json (its shards are index files);
-- engine_sidecar.py: a TensorRT engine's sidecar JSON.
+- engine_sidecar.py: a TensorRT engine's sidecar JSON;
+- model_id.py: the identity of the model that made a set of codes (recorded in codes and index files).
 """

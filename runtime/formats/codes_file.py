@@ -13,6 +13,8 @@ before numpy allocates for it) holding:
                 pads every item to the longest one (4 bytes per character), so one long text among
                 a million would cost gigabytes.
     bits        int; modality "image" | "text"; method; model (the export folder)
+    model_id    optional: the identity of the encoding export (runtime/formats/model_id.py); "" or
+                absent for codes from outside cmhash. Readers that predate it ignore it.
     truncated   bool (n,): texts cut to the tokenizer's max_length (all False for images)
 
 Written atomically (runtime.io.atomic_write): a reader sees the old file or the new one.
@@ -48,6 +50,7 @@ class CodesFile:
     model: str = ""
     truncated: np.ndarray | None = None
     no_known_words: np.ndarray | None = None  # BoW texts with no vocabulary word (reported, not saved)
+    model_id: str = ""
 
 
 def save_codes(path: str | os.PathLike, data: CodesFile) -> Path:
@@ -68,7 +71,7 @@ def save_codes(path: str | os.PathLike, data: CodesFile) -> Path:
         raise InvalidInputError(f"--out {path} is a folder; give a file name such as {path / 'codes.npz'}")
     arrays = {"format": np.array(CODES_FORMAT), "codes": codes, "ids": ids, "items_utf8": blob, "items_offsets": offsets,
               "bits": np.array(bits), "modality": np.array(data.modality), "method": np.array(data.method),
-              "model": np.array(data.model), "truncated": truncated}
+              "model": np.array(data.model), "model_id": np.array(data.model_id), "truncated": truncated}
     with atomic_write(path) as fh:
         np.savez(fh, **arrays)
     return path
@@ -104,11 +107,12 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
         raise DataFormatError(f"{path}: truncated {truncated.dtype}{truncated.shape} must be bool ({n},); {_AGAIN}")
     items = _decode_items(arrays["items_utf8"], arrays["items_offsets"], n, path)
     return CodesFile(codes, ids, items, bits, _text(arrays, "modality", path), _text(arrays, "method", path),
-                     _text(arrays, "model", path), truncated)
+                     _text(arrays, "model", path), truncated, model_id=_text(arrays, "model_id", path))
 
 
 _AGAIN = "encode again with cmhash encode"
-KEYS = ("format", "codes", "ids", "items_utf8", "items_offsets", "bits", "modality", "method", "model", "truncated")
+KEYS = ("format", "codes", "ids", "items_utf8", "items_offsets", "bits", "modality", "method", "model", "model_id",
+        "truncated")
 # What reading a damaged zip / .npy raises: zipfile's BadZipFile, NotImplementedError (an unknown compression
 # method) and RuntimeError (an encrypted entry), zlib.error, struct.error, EOFError, OSError, and numpy's
 # ValueError (bad header, pickled objects refused, a short read); OverflowError from forged sizes.
@@ -168,7 +172,7 @@ def _bits(value: np.ndarray, path: Path) -> int:
 
 
 def _text(arrays: dict[str, np.ndarray], key: str, path: Path) -> str:
-    """A string field; the optional ones (method, model) default to ""."""
+    """A string field; the optional ones (method, model, model_id) default to ""."""
     value = arrays.get(key, np.array(""))
     if value.ndim != 0 or value.dtype.kind != "U":
         raise DataFormatError(f"{path}: {key} must be one string, got {value.dtype}{value.shape}; {_AGAIN}")

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from cmhash.errors import ExportFolderError
 from cmhash.runtime.formats import manifest as integrity
 from cmhash.runtime.formats.manifest import short
+from cmhash.runtime.formats.model_id import model_id
 from cmhash.runtime.io import atomic_write, read_json
 
 FORMAT = "cmhash-export/2"
@@ -33,6 +34,7 @@ MANIFEST_NAME = "export.json"
 ENCODER_FORMAT = "cmhash-encoder/1"  # the ONNX metadata_props of each encoder (runtime/export_folder.py)
 TOKENIZER_NAME = "tokenizer.json"
 VOCABULARY_NAME = "vocabulary.json"
+CHECKPOINT_WEIGHTS = "model.safetensors"  # the source file whose sha256 identifies the model
 REPORT_NAME = "validation.json"
 FP16_REPORT_NAME = "validation.fp16.json"
 INPUT_KINDS = ("pixels", "tokens", "bow")
@@ -180,6 +182,11 @@ class ExportManifest:
     @property
     def modalities(self) -> list[str]:
         return list(self.encoders)
+
+    @property
+    def model_id(self) -> str:
+        """The identity every code this export makes carries (runtime/formats/model_id.py)."""
+        return model_id(self.method, self.bits, self.source.sha256.get(CHECKPOINT_WEIGHTS))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExportManifest":
