@@ -168,7 +168,8 @@ def run(images: str | os.PathLike | None = None, texts: str | os.PathLike | None
         caption_index.add(caption_codes)
     queries: list[Query] = []
     with timed(stages, "search"):
-        text_queries = list(TEXT_QUERIES)
+        # the user's own captions are the text queries too (the first few: one table each)
+        text_queries = captions[:len(TEXT_QUERIES)] if texts is not None else list(TEXT_QUERIES)
         codes = text_encoder.encode(text_queries, progress=False).codes
         dist, pos = image_index.search(codes, min(k, len(gallery)))
         for q, d, p in zip(text_queries, dist, pos):

@@ -18,8 +18,9 @@ stdout = Console()
 def demo(
     images: Annotated[Optional[Path], typer.Option(help="A folder of your own photos, searched recursively (default: the real "
                                                          "photographs scikit-image ships).")] = None,
-    texts: Annotated[Optional[Path], typer.Option(help="A UTF-8 file, one caption per line, for the "
-                                                        "image→text query (default: a list written for the demo).")] = None,
+    texts: Annotated[Optional[Path], typer.Option(help="A UTF-8 file, one caption per line: searched by the "
+                                                        "image→text query, and its first 4 lines are the text→image "
+                                                        "queries (default: a list written for the demo).")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Results per query.")] = 5,
     out: Annotated[Optional[Path], typer.Option(help="Where to write the contact sheet PNG "
                                                       "(default: ~/.cache/cmhash/demo/contact_sheet.png).")] = None,

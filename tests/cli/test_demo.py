@@ -95,6 +95,9 @@ def test_own_images_and_texts(first_run, tmp_path):
     tables = _tables(result.stdout)
     (image_query,) = [t for t in tables if t.startswith("image→text")]
     assert set(tables[image_query]) <= {"a cat on a sofa", "a cup of tea", "a man with a camera"}
+    # The file's lines are the text→image queries too (before: always "a cat", "a cup of coffee", ...).
+    assert sorted(t for t in tables if t.startswith("text→image")) == [
+        "text→image: 'a cat on a sofa'", "text→image: 'a cup of tea'", "text→image: 'a man with a camera'"]
     assert sheet.is_file()
 
 
