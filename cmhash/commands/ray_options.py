@@ -16,6 +16,10 @@ RayOption = Annotated[bool, typer.Option(
 RayAddressOption = Annotated[Optional[str], typer.Option(
     "--ray-address", metavar="ADDRESS",
     help="Join this running Ray cluster (ray://HEAD:10001, HEAD:6379, or auto on a cluster node); implies --ray.")]
+SearchRayAddressOption = Annotated[Optional[str], typer.Option(
+    "--ray-address", metavar="ADDRESS",
+    help="For a sharded index folder: join this running Ray cluster (ray://HEAD:10001, HEAD:6379, or auto) "
+         "instead of starting a local one.")]
 WorkersOption = Annotated[Optional[int], typer.Option(
     "--workers", min=1, help="With --ray: encoder actors, each loading the model once (default: one per cluster CPU).")]
 ShardsOption = Annotated[Optional[int], typer.Option(

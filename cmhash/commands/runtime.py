@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cmhash.commands import JsonOption, stderr, stdout
-from cmhash.commands.ray_options import RayAddressOption, RayOption, ShardsOption, WorkersOption, use_ray
+from cmhash.commands.ray_options import (RayAddressOption, RayOption, SearchRayAddressOption, ShardsOption, WorkersOption,
+                                         use_ray)
 
 encode_app = typer.Typer(help="Encode images or texts into packed hash codes with an exported model (no torch).",
                          no_args_is_help=True, rich_markup_mode="markdown")
@@ -239,14 +240,14 @@ def search(
     model: ModelOption,
     text: Annotated[Optional[list[str]], typer.Option("--text", help="A query text (repeatable).")] = None,
     image: Annotated[Optional[list[Path]], typer.Option("--image", help="A query image (repeatable).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k",
+    k: Annotated[int, typer.Option("-k", metavar="K",
                                  help="Results per query (at least 1). Larger than the index: every item.")] = 10,
     backend: BackendOption = "onnxruntime",
     provider: ProviderOption = "cpu",
     allow_cpu_fallback: FallbackOption = False,
     precision: PrecisionOption = "fp32",
     threads: ThreadsOption = None,
-    ray_address: RayAddressOption = None,
+    ray_address: SearchRayAddressOption = None,
     method: Annotated[Optional[str], typer.Option(
         "--method", help="Search method: auto, scan or mih (multi-index hashing); default: the one the index "
                          "was built with. Every method gives the same results.")] = None,

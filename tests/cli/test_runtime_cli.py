@@ -162,3 +162,11 @@ def test_search_methods_give_the_same_results(tmp_path, images):
     assert all(o == outs[0] for o in outs) and len(outs[0][1]["results"]) == 5
     result = invoke("search", "--index", tmp_path / "m.cmhx", "--model", TINY, "--text", "a dog", "--method", "fast")
     assert result.exit_code == 2 and "--method" in result.output
+
+
+def test_search_help_shows_k_once_and_no_missing_ray_flag():
+    """Before: `-k` was listed as `--k -k`, and --ray-address "implies --ray" where search has no --ray."""
+    result = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--k" not in result.output and "implies --ray" not in result.output
+    assert "-k" in result.output and "--ray-address" in result.output
