@@ -52,3 +52,11 @@ def test_a_missing_named_dataset_suggests_the_data_root_flag(tmp_path):
     assert isinstance(result.exception, DataNotFoundError), result.output
     message = str(result.exception)
     assert "--data-root PATH" in message and str(tmp_path / "coco-mini") in message
+
+
+def test_following_the_missing_dataset_advice_works(tmp_path, data_root):
+    """Before: the message said `--data PATH`, which then failed with "matches no dataset layout"."""
+    wrong = CliRunner().invoke(app, ["data", "info", "coco-mini", "--data-root", str(tmp_path)])
+    assert "--data-root PATH" in str(wrong.exception)
+    right = CliRunner().invoke(app, ["data", "info", "coco-mini", "--data-root", str(data_root)])
+    assert right.exit_code == 0, right.output
