@@ -24,6 +24,10 @@ class CodeFormatError(CmhashError, ValueError):
     """Hash codes of the wrong bit width, dtype or shape."""
 
 
+class OutputExistsError(CmhashError, FileExistsError):
+    """The output path already holds other work; it is replaced only when asked (--overwrite)."""
+
+
 class ModelMismatchError(CmhashError, ValueError):
     """A query was encoded by another model than the one whose codes fill the index."""
 

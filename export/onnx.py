@@ -33,7 +33,7 @@ from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, FORMAT, TOKE
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
 from .fp16 import add_fp16_variants, validate_fp16
 from .protos import copy_atomic, save_proto, set_metadata
-from .sources import load_source_dataset, source_hashes
+from .sources import check_out_folder, load_source_dataset, source_hashes
 from .validate import validate_export
 
 MIN_OPSET = 18
@@ -202,18 +202,20 @@ class ExportResult:
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = False, validate: bool = True,
                       dataset: Any = None, data_root: str | None = None, opset: int = MIN_OPSET,
                       backbone_weights: Mapping[str, str] | None = None, tokenizer_file: str | None = None,
-                      vocabulary: Any = None, on_step: Step | None = None) -> ExportResult:
+                      vocabulary: Any = None, on_step: Step | None = None, overwrite: bool = False) -> ExportResult:
     """Export every encoder of a checkpoint into `out`, write export.json, then validate (and fp16).
 
     `dataset` (default: the dataset the checkpoint trained on, e.g. coco-mini) supplies the real
     inputs of the checks and, for BoW towers without `vocabulary`, the training captions the
     vocabulary is rebuilt from. Raises `ExportValidationError` (after writing every file and the
-    report) when a check fails.
+    report) when a check fails. A non-empty `out` must hold an export of the same checkpoint, unless
+    `overwrite`.
     """
     from cmhash.zoo.model import CrossModalHasher
 
     step = on_step or (lambda _msg: None)
     checkpoint, out = Path(checkpoint), Path(out)
+    check_out_folder(out, source_hashes(checkpoint), overwrite)
     step("loading the checkpoint")
     model = CrossModalHasher.from_pretrained(checkpoint, backbone_weights)
     config = model.config

@@ -15,6 +15,27 @@ def source_hashes(checkpoint: str | Path) -> dict[str, str]:
             if (checkpoint / name).is_file()}
 
 
+def check_out_folder(out: Path, hashes: dict[str, str], overwrite: bool) -> None:
+    """Refuse to export into a non-empty folder that is not an export of the same checkpoint (same
+    sha256s), unless `overwrite`: another model's export is never replaced silently."""
+    from cmhash.errors import ExportFolderError, OutputExistsError
+    from cmhash.runtime.formats.export_manifest import read_export_manifest
+    from cmhash.runtime.formats.model_id import describe
+
+    if overwrite or not out.is_dir() or not any(out.iterdir()):
+        if out.exists() and not out.is_dir():
+            raise OutputExistsError(f"--out {out} is a file; give a folder for the export")
+        return
+    try:
+        manifest = read_export_manifest(out)
+    except ExportFolderError:
+        raise OutputExistsError(f"{out} is not empty and holds no cmhash export; pass --overwrite "
+                                "(overwrite=True) to export into it anyway, or choose another --out") from None
+    if dict(manifest.source.sha256) != hashes:
+        raise OutputExistsError(f"{out} holds the export of another checkpoint ({describe(manifest.model_id)}); "
+                                "pass --overwrite (overwrite=True) to replace it, or choose another --out")
+
+
 def load_source_dataset(name: str | None, data_root: str | None = None) -> Any:
     """The dataset a checkpoint trained on (its config's `data.dataset`), from the data root."""
     from cmhash.errors import DataNotFoundError

@@ -14,6 +14,18 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from cmhash.errors import OutputExistsError
+
+
+def refuse_to_replace(path: str | os.PathLike, overwrite: bool, what: str) -> None:
+    """Raise OutputExistsError when `path` exists and `overwrite` is false: nothing is replaced silently.
+    Called before any work starts, so a refused run costs nothing."""
+    path = Path(path)
+    empty_folder = path.is_dir() and not any(path.iterdir())
+    if not overwrite and path.exists() and not empty_folder:
+        raise OutputExistsError(f"{path} already exists ({what}); pass --overwrite (overwrite=True) to "
+                                "replace it, or choose another --out")
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:

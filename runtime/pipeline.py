@@ -24,7 +24,7 @@ from cmhash.runtime.formats.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.formats.model_id import check_same_model
 from cmhash.runtime.encoder import EncodeResult, load_encoder
 from cmhash.runtime.input_files import image_paths, read_texts
-from cmhash.runtime.io import atomic_write
+from cmhash.runtime.io import atomic_write, refuse_to_replace
 from cmhash.validators import positive_int
 
 ITEMS_FORMAT = "cmhash-index-items/1"
@@ -51,9 +51,10 @@ class EncoderOptions:
 
 
 def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
-                  options: EncoderOptions | None = None) -> CodesFile:
+                  options: EncoderOptions | None = None, overwrite: bool = False) -> CodesFile:
     """Encode image files (ids 0..n-1 in the order given; folders by `input_files.image_folder`) and
-    write a codes file."""
+    write a codes file (an existing `out` only with `overwrite`)."""
+    refuse_to_replace(out, overwrite, "a codes file")
     options = options or EncoderOptions()
     files = image_paths(paths)
     encoder = options.load(model, "image")
@@ -65,12 +66,14 @@ def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], 
 
 
 def encode_texts(model: str | os.PathLike, text_file: str | os.PathLike, out: str | os.PathLike,
-                 options: EncoderOptions | None = None, lines: Sequence[str] | None = None) -> CodesFile:
+                 options: EncoderOptions | None = None, lines: Sequence[str] | None = None,
+                 overwrite: bool = False) -> CodesFile:
     """Encode the texts of a text file (`input_files.read_texts`: id = 0-based line number) and write a
-    codes file.
+    codes file (an existing `out` only with `overwrite`).
 
     `lines` replaces the file's content (the CLI reads stdin for FILE "-").
     """
+    refuse_to_replace(out, overwrite, "a codes file")
     options = options or EncoderOptions()
     texts, ids = read_texts(text_file, lines)
     encoder = options.load(model, "text")
@@ -103,12 +106,15 @@ def write_items(index: str | os.PathLike, data: CodesFile) -> None:
         json.dump(sidecar, fh)
 
 
-def build_index(codes: str | os.PathLike, out: str | os.PathLike, method: str = "auto") -> dict[str, Any]:
+def build_index(codes: str | os.PathLike, out: str | os.PathLike, method: str = "auto",
+                overwrite: bool = False) -> dict[str, Any]:
     """A HammingIndex of a codes file, saved to `out`, with `out.items.json` mapping ids to items.
 
-    `method` (HammingIndex's) is saved as the index's default search method."""
+    `method` (HammingIndex's) is saved as the index's default search method. An existing `out` is
+    replaced only with `overwrite`."""
     from cmhash.runtime.index import HammingIndex
 
+    refuse_to_replace(out, overwrite, "an index")
     data = load_codes(codes)
     index = HammingIndex(data.bits, method=method, meta=index_meta(data, method) or None)
     index.add(data.codes, data.ids)

@@ -13,6 +13,8 @@ DatasetOption = Annotated[Optional[str], typer.Option(
 DataRootOption = Annotated[Optional[str], typer.Option(
     "--data-root", help="Folder holding the named datasets (default: $CMHASH_DATA, else ../shared/data).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace what --out already holds (refused "
+                                                                   "otherwise, before any work).")]
 
 stdout = Console()
 stderr = Console(stderr=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
-from cmhash.commands import DataRootOption, JsonOption, stderr, stdout
+from cmhash.commands import DataRootOption, JsonOption, OverwriteOption, stderr, stdout
 from cmhash.errors import ConfigError, ExportValidationError
 
 app = typer.Typer(help="Export a checkpoint's encoders: validated ONNX, an fp16 variant, TensorRT engines.",
@@ -84,6 +84,7 @@ def export_onnx(
     texts: TextsOption = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (the dynamo exporter needs >= 18).")] = 18,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Export the image and text encoders of a checkpoint to ONNX, then validate them.
@@ -103,8 +104,7 @@ def export_onnx(
         with _steps(progress and not as_json) as step:
             result = export_checkpoint(checkpoint, out, fp16=fp16, validate=validate,
                                        dataset=_load(dataset, data_root, images, texts), data_root=data_root,
-                                       opset=opset,
-                                       on_step=step)
+                                       opset=opset, on_step=step, overwrite=overwrite)
     except ExportValidationError as exc:
         partial = getattr(exc, "result", None)
         if as_json and partial is not None:

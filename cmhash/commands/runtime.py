@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cmhash.commands import JsonOption, stderr, stdout
+from cmhash.commands import JsonOption, OverwriteOption, stderr, stdout
 from cmhash.commands.ray_options import (RayAddressOption, RayOption, SearchRayAddressOption, ShardsOption, WorkersOption,
                                          use_ray)
 
@@ -114,6 +114,7 @@ def encode_images(
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Encode images into packed hash codes (ids 0..n-1, in the order given) and save them as .npz.
@@ -133,13 +134,14 @@ def encode_images(
         from cmhash.runtime.distributed.pipeline import encode_images_ray
 
         with _warnings_as_notes():
-            summary = encode_images_ray(model, paths, out, options, address=ray_address, workers=workers)
+            summary = encode_images_ray(model, paths, out, options, address=ray_address, workers=workers,
+                                        overwrite=overwrite)
         _report(summary, as_json, "images")
         return
     from cmhash.runtime.pipeline import encode_images as run
 
     with _warnings_as_notes():
-        data = run(model, paths, out, options)
+        data = run(model, paths, out, options, overwrite=overwrite)
     _report(_summary(data, out), as_json, "images")
 
 
@@ -158,6 +160,7 @@ def encode_texts(
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Encode texts into packed hash codes (id = 0-based line number) and save them as .npz.
@@ -178,13 +181,14 @@ def encode_texts(
         from cmhash.runtime.distributed.pipeline import encode_texts_ray
 
         with _warnings_as_notes():
-            summary = encode_texts_ray(model, file, out, options, lines, address=ray_address, workers=workers)
+            summary = encode_texts_ray(model, file, out, options, lines, address=ray_address, workers=workers,
+                                       overwrite=overwrite)
         _report(summary, as_json, "texts")
         return
     from cmhash.runtime.pipeline import encode_texts as run
 
     with _warnings_as_notes():
-        data = run(model, file, out, options, lines=lines)
+        data = run(model, file, out, options, lines=lines, overwrite=overwrite)
     _report(_summary(data, out), as_json, "texts")
 
 
@@ -200,6 +204,7 @@ def index_build(
     method: Annotated[str, typer.Option(
         "--method", help="The search method saved with the index: auto (multi-index hashing on large "
                          "indexes, else a scan), scan, or mih. Every method gives the same results.")] = "auto",
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build a Hamming index from a codes file and save it (atomically, with a checksum).
@@ -221,11 +226,11 @@ def index_build(
         if shards is None:
             raise InvalidInputError("--ray builds a sharded index: give the number of shards with --shards N")
         _check_method(method)
-        summary = build_sharded_index(codes, out, shards, address=ray_address)
+        summary = build_sharded_index(codes, out, shards, address=ray_address, overwrite=overwrite)
     else:
         from cmhash.runtime.pipeline import build_index
 
-        summary = build_index(codes, out, method=_check_method(method))
+        summary = build_index(codes, out, method=_check_method(method), overwrite=overwrite)
     if as_json:
         print(json.dumps(summary, indent=2))
         return

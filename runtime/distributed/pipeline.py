@@ -17,6 +17,7 @@ from cmhash.runtime.formats.codes_file import CodesFile, load_codes
 from cmhash.runtime.distributed.cluster import ray_cluster
 from cmhash.runtime.distributed.code_shards import is_code_shards, read_code_shards
 from cmhash.runtime.input_files import image_paths, read_texts
+from cmhash.runtime.io import refuse_to_replace
 from cmhash.runtime.pipeline import EncoderOptions, index_meta, items_path, write_items
 
 ADD_BATCH = 1 << 20  # rows per add call: bounds one Ray message at ~8 MiB of 64-bit codes
@@ -24,10 +25,11 @@ ADD_BATCH = 1 << 20  # rows per add call: bounds one Ray message at ~8 MiB of 64
 
 def encode_images_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
                       options: EncoderOptions | None = None, *, address: str | None = None,
-                      workers: int | None = None) -> dict[str, Any]:
+                      workers: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """As `pipeline.encode_images` (ids 0..n-1 in the order given), on Ray, into the codes folder `out`."""
     from cmhash.runtime.distributed.encode import encode_distributed
 
+    refuse_to_replace(out, overwrite, "a codes folder")
     files = image_paths(paths)
     with ray_cluster(address):
         return encode_distributed(model, "image", [str(f.resolve()) for f in files], np.arange(len(files)), out,
@@ -36,10 +38,12 @@ def encode_images_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLik
 
 def encode_texts_ray(model: str | os.PathLike, text_file: str | os.PathLike, out: str | os.PathLike,
                      options: EncoderOptions | None = None, lines: Sequence[str] | None = None, *,
-                     address: str | None = None, workers: int | None = None) -> dict[str, Any]:
+                     address: str | None = None, workers: int | None = None,
+                     overwrite: bool = False) -> dict[str, Any]:
     """As `pipeline.encode_texts` (id = 0-based line number), on Ray, into the codes folder `out`."""
     from cmhash.runtime.distributed.encode import encode_distributed
 
+    refuse_to_replace(out, overwrite, "a codes folder")
     texts, ids = read_texts(text_file, lines)
     with ray_cluster(address):
         return encode_distributed(model, "text", texts, ids, out, workers=workers, options=options)
@@ -51,7 +55,8 @@ def load_any_codes(codes: str | os.PathLike) -> CodesFile:
 
 
 def build_sharded_index(codes: str | os.PathLike, out: str | os.PathLike, shards: int, *,
-                        address: str | None = None, num_cpus: float | None = None) -> dict[str, Any]:
+                        address: str | None = None, num_cpus: float | None = None,
+                        overwrite: bool = False) -> dict[str, Any]:
     """A ShardedIndex of a codes file or folder, saved into the folder `out`, plus `out.items.json`.
 
     Items are added in the codes' order, so searches return exactly what `cmhash index build`'s
@@ -59,6 +64,7 @@ def build_sharded_index(codes: str | os.PathLike, out: str | os.PathLike, shards
     """
     from cmhash.runtime.distributed.sharded_index import ShardedIndex
 
+    refuse_to_replace(out, overwrite, "a sharded index")
     data = load_any_codes(codes)
     out = Path(out)
     if out.exists() and not out.is_dir():

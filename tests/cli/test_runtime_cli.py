@@ -143,7 +143,7 @@ def test_bow_texts_without_known_words_are_reported(tmp_path):
     result = invoke("encode", "texts", tmp_path / "t.txt", "--model", TINY_BOW, "--out", tmp_path / "t.npz", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["no_known_word_ids"] == [1]
-    result = cmhash("encode", "texts", tmp_path / "t.txt", "--model", TINY_BOW, "--out", tmp_path / "t.npz")
+    result = cmhash("encode", "texts", tmp_path / "t.txt", "--model", TINY_BOW, "--out", tmp_path / "t.npz", "--overwrite")
     assert "1 text(s) share no word" in result.stderr and "0-based: 1)" in result.stderr
 
 
@@ -170,3 +170,23 @@ def test_search_help_shows_k_once_and_no_missing_ray_flag():
     assert result.exit_code == 0
     assert "--k" not in result.output and "implies --ray" not in result.output
     assert "-k" in result.output and "--ray-address" in result.output
+
+
+def test_encode_and_index_build_never_replace_silently(tmp_path, images):
+    """Before: `--out` over an existing codes file or index replaced it without a word."""
+    from cmhash.errors import OutputExistsError
+
+    codes, index = tmp_path / "c.npz", tmp_path / "c.cmhx"
+    invoke("encode", "images", *images[:2], "--model", TINY, "--out", codes)
+    invoke("index", "build", codes, "--out", index)
+    before = codes.read_bytes(), index.read_bytes()
+    for args in (["encode", "images", images[3], "--model", TINY, "--out", codes],
+                 ["encode", "texts", "-", "--model", TINY, "--out", codes],
+                 ["index", "build", codes, "--out", index]):
+        result = invoke(*args)
+        assert isinstance(result.exception, OutputExistsError) and "--overwrite" in str(result.exception), args
+    assert (codes.read_bytes(), index.read_bytes()) == before
+    assert invoke("encode", "images", images[3], "--model", TINY, "--out", codes, "--overwrite").exit_code == 0
+    assert load_codes(codes).codes.shape[0] == 1
+    assert invoke("index", "build", codes, "--out", index, "--overwrite").exit_code == 0
+    assert len(HammingIndex.load(index)) == 1

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 pytest.importorskip("ray")
 
 from cmhash.cli import app  # noqa: E402
-from cmhash.errors import DataFormatError, InvalidInputError  # noqa: E402
+from cmhash.errors import DataFormatError, InvalidInputError, OutputExistsError  # noqa: E402
 from cmhash.runtime import pipeline  # noqa: E402
 from cmhash.runtime.distributed.code_shards import read_code_shards  # noqa: E402
 from cmhash.runtime.distributed.pipeline import encode_images_ray, encode_texts_ray  # noqa: E402
@@ -62,8 +62,10 @@ def test_an_unreadable_image_is_a_typed_error_not_a_ray_error(ray_session, image
     assert list((tmp_path / "ray").iterdir()) == []  # the failed run's parts are gone, and no manifest
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(InvalidInputError, match="holds other files"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         encode_images_ray(TINY, images[:3], tmp_path / "other", workers=2)
+    with pytest.raises(InvalidInputError, match="holds other files"):  # --overwrite never deletes the user's files
+        encode_images_ray(TINY, images[:3], tmp_path / "other", workers=2, overwrite=True)
 
 
 def test_cli_ray_encode_and_sharded_build_search_like_single_node(ray_session, images, tmp_path):

@@ -92,6 +92,8 @@ def test_validate_on_your_own_photos_and_captions(session_export, coco_mini, tmp
                                  "--texts", str(captions), "--no-fp16", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["validation"]
-    assert report["passed"] and report["data"]["image"] == "3 images" and report["data"]["text"].startswith("3 captions")
+    # every photo and every caption is checked (before: "3 captions", the 4th was silently dropped)
+    assert report["passed"] and report["data"]["image"] == "3 images" and report["data"]["text"].startswith("4 captions")
+    assert report["encoders"]["text"]["samples"] == 4 and report["encoders"]["image"]["samples"] == 3
     half = runner.invoke(app, ["export", "validate", str(folder), "--images", str(photos)])
     assert half.exit_code != 0 and "--texts" in half.output

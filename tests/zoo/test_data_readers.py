@@ -464,4 +464,12 @@ def test_folder_pairs_read_photos_and_captions_by_the_runtime_rule(tmp_path, coc
     pairs = folder_pairs(tmp_path / "photos", tmp_path / "captions.txt", "mine")
     assert pairs.images == image_folder(tmp_path / "photos") == [tmp_path / "photos" / "b.JPG",
                                                                 tmp_path / "photos" / "sub" / "a.jpg"]
-    assert pairs.texts == [["a cat"], ["the sea"]] and pairs.name == "mine" and len(pairs) == 2
+    # every caption is kept (before: "not paired" was dropped, only min(images, captions) were checked)
+    assert pairs.texts == [["a cat", "not paired"], ["the sea"]] and pairs.name == "mine" and len(pairs) == 2
+
+
+def test_loose_pairs_keep_every_image_when_captions_are_fewer(coco):
+    from cmhash.zoo.data.loose import loose_pairs
+
+    pairs = loose_pairs(list(coco.images[:5]), ["one caption", "two"])
+    assert len(pairs.images) == 5 and pairs.texts == [["one caption"], ["two"], [], [], []]

@@ -19,11 +19,14 @@ from .dataset import PairedDataset
 
 
 def loose_pairs(images: Sequence[Path], texts: Sequence[str], name: str = "loose") -> PairedDataset:
-    """Pairs (image i, text i) for as many as both lists allow, with one dummy label: enough for checks
-    that compare encoders on real inputs, not for training or mAP."""
-    n = min(len(images), len(texts))
+    """Every image and every text, with one dummy label: enough for checks that compare encoders on
+    real inputs, not for training or mAP.
+
+    One row per image; the texts are dealt over the rows (row i holds texts i, i + n, ...), so none is
+    left out whichever list is longer (before, only min(images, texts) of each were checked)."""
+    n = len(images) or len(texts)
     return PairedDataset(name=name, labels=np.zeros((n, 1), np.uint8), class_names=["none"],
-                         images=list(images[:n]), texts=[[t] for t in texts[:n]])
+                         images=list(images) if images else None, texts=[list(texts[i::n]) for i in range(n)])
 
 
 def folder_pairs(images: str | os.PathLike, texts: str | os.PathLike, name: str = "loose") -> PairedDataset:
