@@ -39,6 +39,14 @@ def optional_positive_int(value: Any, name: str, *, error: type[CmhashError] = I
     return int(value)
 
 
+def code_bits(value: Any, *, error: type[CmhashError] = InvalidInputError) -> int:
+    """`value` as an int when it is a valid code length: a positive multiple of 8 (packed codes are whole
+    bytes). Named `bits` in messages: the config field and the `--bits` flag alike."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 8 or value % 8:
+        raise _fail(error, "bits", "a positive multiple of 8 (16, 32, 64 or 128)", value, "pass e.g. --bits 64")
+    return int(value)
+
+
 def positive_number(value: Any, name: str, *, error: type[CmhashError] = InvalidInputError, fix: str = "") -> float:
     """`value` as a float when it is a finite number > 0 (never a bool), else raise
     `error("<name> must be a positive number, got <value>[; <fix>]")`."""

@@ -54,7 +54,28 @@ def test_the_configs_and_arguments_use_it():
 
     with pytest.raises(ConfigError, match=r"DCPHConfig.rounds must be a positive integer, got 0"):
         DCPHConfig.paper(rounds=0)
-    with pytest.raises(ConfigError, match=r"DHaPHConfig.bits must be a positive integer, got True"):
+    with pytest.raises(ConfigError, match=r"^bits must be a positive multiple of 8 .*got True"):
         DHaPHConfig.paper(bits=True)
     with pytest.raises(InvalidInputError, match=r"^n must be a positive integer, got -3$"):
         proportional_split(-3, 0)
+
+
+@pytest.mark.parametrize("value", [0, 7, 12, -8, True, 8.0, "64"])
+def test_code_bits_refuses_what_cannot_be_packed_in_the_users_words(value):
+    from cmhash.validators import code_bits
+
+    with pytest.raises(InvalidInputError, match=r"^bits must be a positive multiple of 8 .*--bits 64"):
+        code_bits(value)
+
+
+def test_train_refuses_bad_bits_before_any_work(tmp_path):
+    """Before: --bits 7 failed only after the first epoch; --bits 0 named DMsHLNConfig."""
+    from typer.testing import CliRunner
+
+    from cmhash.cli import app
+    from cmhash.errors import ConfigError
+
+    for bits in ("7", "0"):
+        result = CliRunner().invoke(app, ["train", "dmsh", "--bits", bits, "--out", str(tmp_path / "run")])
+        assert isinstance(result.exception, ConfigError) and "Config" not in str(result.exception)
+        assert not (tmp_path / "run").exists()

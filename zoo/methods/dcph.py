@@ -42,7 +42,7 @@ from torch import nn
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
-from cmhash.validators import positive_int, positive_number
+from cmhash.validators import code_bits, positive_int, positive_number
 
 from .dcph_proxies import ProxyReport, train_proxies
 from cmhash.zoo.heads import sign_pm1
@@ -131,7 +131,8 @@ class DCPHConfig(JsonConfig):
                 raise ConfigError(f"DCPHConfig.{name}={getattr(self, name)!r}: expected one of {backbone_names()}")
         if self.unlabeled not in get_args(Unlabeled):
             raise ConfigError(f"DCPHConfig.unlabeled={self.unlabeled!r}: expected one of {get_args(Unlabeled)}")
-        for name in ("bits", "rounds", "batch_size", "text_hidden", "image_step_size", "text_t0",
+        code_bits(self.bits, error=ConfigError)
+        for name in ("rounds", "batch_size", "text_hidden", "image_step_size", "text_t0",
                      "proxy_hidden", "proxy_step_size"):
             positive_int(getattr(self, name), f"DCPHConfig.{name}", error=ConfigError)
         for name in ("lr_image", "lr_text"):

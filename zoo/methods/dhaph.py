@@ -51,7 +51,7 @@ from torch import nn
 from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
-from cmhash.validators import positive_int, positive_number
+from cmhash.validators import code_bits, positive_int, positive_number
 
 from .bertadam import BertAdam, build_bertadam
 from .hier_mining import HierOutput, hier_proxy_loss
@@ -121,7 +121,8 @@ class DHaPHConfig(JsonConfig):
         if self.hier_grad not in HIER_GRAD:
             raise ConfigError(f"DHaPH: hier_grad={self.hier_grad!r}; choose one of {HIER_GRAD}")
         check_head_init(self.head_init, "DHaPH: head_init")
-        for name in ("bits", "epochs", "batch_size", "n_proxies", "topk", "triplets_per_anchor"):
+        code_bits(self.bits, error=ConfigError)
+        for name in ("epochs", "batch_size", "n_proxies", "topk", "triplets_per_anchor"):
             positive_int(getattr(self, name), f"DHaPHConfig.{name}", error=ConfigError)
         for name in ("tau", "gumbel_tau", "curvature", "clip_radius"):
             positive_number(getattr(self, name), f"DHaPHConfig.{name}", error=ConfigError)

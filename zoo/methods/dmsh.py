@@ -44,7 +44,7 @@ from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
-from cmhash.validators import positive_int, positive_number
+from cmhash.validators import code_bits, positive_int, positive_number
 
 from .bertadam import build_bertadam
 from .labelnet import LabelNet, train_label_stage
@@ -103,7 +103,8 @@ class DMsHLNConfig(JsonConfig):
         if self.labelnet not in get_args(LabelNetMode):
             raise ConfigError(f"DMsHLNConfig.labelnet={self.labelnet!r}: expected one of {get_args(LabelNetMode)}")
         check_head_init(self.head_init, "DMsHLNConfig.head_init")
-        for name in ("bits", "epochs", "batch_size", "label_stage_batch_size"):
+        code_bits(self.bits, error=ConfigError)
+        for name in ("epochs", "batch_size", "label_stage_batch_size"):
             positive_int(getattr(self, name), f"DMsHLNConfig.{name}", error=ConfigError)
         if not isinstance(self.label_stage_epochs, int) or self.label_stage_epochs < 0:
             raise ConfigError(f"DMsHLNConfig.label_stage_epochs={self.label_stage_epochs!r} must be an integer >= 0")

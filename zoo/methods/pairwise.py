@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cmhash.errors import ConfigError, InvalidInputError
-from cmhash.validators import positive_int, positive_number
+from cmhash.validators import code_bits, positive_int, positive_number
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 
@@ -40,7 +40,8 @@ class PairwiseConfig(JsonConfig):
         for name in ("image_backbone", "text_backbone"):
             if getattr(self, name) not in backbone_names():
                 raise ConfigError(f"PairwiseConfig.{name}={getattr(self, name)!r}: expected one of {backbone_names()}")
-        for name in ("bits", "epochs", "batch_size"):
+        code_bits(self.bits, error=ConfigError)
+        for name in ("epochs", "batch_size"):
             positive_int(getattr(self, name), f"PairwiseConfig.{name}", error=ConfigError)
         positive_number(self.lr, "PairwiseConfig.lr", error=ConfigError)
 
