@@ -145,6 +145,7 @@ class SearchResult:
     index_size: int
     k: int
     queries: list[QueryResult] = field(default_factory=list)
+    items_missing: bool = False  # no INDEX.items.json next to the index: hits have ids but no items
 
     def to_dict(self) -> dict[str, Any]:
         return {"index_size": self.index_size, "k": self.k,
@@ -193,7 +194,7 @@ def search(index: str | os.PathLike, model: str | os.PathLike, k: int, *, texts:
     options = options or EncoderOptions()
     with open_index(index, ray_address, method) as hamming:
         items = _items(index)
-        result = SearchResult(len(hamming), int(k))
+        result = SearchResult(len(hamming), int(k), items_missing=not items_path(index).is_file())
         for modality, queries in (("text", list(texts)), ("image", [str(p) for p in images])):
             if not queries:
                 continue

@@ -290,3 +290,8 @@ def search(
         for h in q.hits:
             table.add_row(str(h.rank), str(h.distance), str(h.id), escape(h.item or ""))
         stdout.print(table)
+    if result.items_missing:
+        from cmhash.runtime.pipeline import items_path
+
+        stderr.print(f"note: {items_path(index)} is missing, so the item column is empty: copy it together with the "
+                     "index, or build the index again with cmhash index build", highlight=False, soft_wrap=True)

@@ -24,6 +24,8 @@ from cmhash.runtime.io import atomic_write
 
 MAGIC = b"CMHASHIX"
 VERSION = 2
+REBUILD = ("build it again from its codes (cmhash index build CODES --out PATH --overwrite, or HammingIndex.save) "
+           "or restore it from a copy")
 HEADER_SIZE = 64
 META_MAX = 64 * 1024  # bytes of the JSON metadata block, at most
 FLAG_IDS = 1  # the file holds user ids (else id = row position)
@@ -147,10 +149,10 @@ def read_header(path: str | os.PathLike) -> dict:
         raise IndexFormatError(f"{path} is a folder, not an index file (a sharded index is opened with "
                                "ShardedIndex.load)") from exc
     if len(raw) < 8 or raw[:8] != MAGIC:
-        raise IndexFormatError(f"{path} is not a cmhash index file (bad magic bytes {raw[:8]!r})")
+        raise IndexFormatError(f"{path} is not a cmhash index file (bad magic bytes {raw[:8]!r}); {REBUILD}")
     if len(raw) < HEADER_SIZE:
         raise IndexFormatError(f"{path} is truncated: {size} bytes, shorter than the {HEADER_SIZE}-byte header; "
-                               "rebuild it or restore it from a copy")
+                               f"{REBUILD}")
     (version,) = struct.unpack_from("<I", raw, 8)
     if version > VERSION:
         raise IndexFormatError(
@@ -161,13 +163,13 @@ def read_header(path: str | os.PathLike) -> dict:
         raise IndexFormatError(f"{path} has an invalid format version {version}")
     (header_crc,) = _CRC.unpack_from(raw, 52)
     if zlib.crc32(raw[:52]) != header_crc:
-        raise IndexFormatError(f"{path} is corrupted: the header checksum does not match")
+        raise IndexFormatError(f"{path} is corrupted: the header checksum does not match; {REBUILD}")
     head = _header_v1(path, raw) if version == 1 else _header_v2(path, raw)
     if size != head["size"]:
         what = "truncated" if size < head["size"] else "longer than its header says"
         raise IndexFormatError(
             f"{path} is {what}: the header declares {head['count']} items of {head['bits']} bits "
-            f"({head['size']} bytes) but the file has {size} bytes; rebuild it or restore it from a copy"
+            f"({head['size']} bytes) but the file has {size} bytes; {REBUILD}"
         )
     return head
 
@@ -259,7 +261,7 @@ def read_index(path: str | os.PathLike, mmap: bool = False, verify: bool = True)
                 crc = _crc(part, crc)
         if crc != head["payload_crc32"]:
             raise IndexFormatError(f"{path} is corrupted: the payload checksum (CRC-32) does not match; "
-                                   "rebuild it or restore it from a copy")
+                                   f"{REBUILD}")
     if dead is not None and n % 8 and int(dead[-1]) >> (n % 8):
         raise IndexFormatError(f"{path} marks removed rows past its {n} items")
     if ids is not None:

@@ -190,3 +190,25 @@ def test_encode_and_index_build_never_replace_silently(tmp_path, images):
     assert load_codes(codes).codes.shape[0] == 1
     assert invoke("index", "build", codes, "--out", index, "--overwrite").exit_code == 0
     assert len(HammingIndex.load(index)) == 1
+
+
+def test_an_index_copied_without_its_items_file_says_why_the_items_are_blank(tmp_path, images):
+    invoke("encode", "images", *images[:3], "--model", TINY, "--out", tmp_path / "c.npz")
+    invoke("index", "build", tmp_path / "c.npz", "--out", tmp_path / "c.cmhx")
+    (tmp_path / "c.cmhx.items.json").unlink()
+    result = cmhash("search", "--index", tmp_path / "c.cmhx", "--model", TINY, "--text", "a dog", "-k", "2")
+    assert result.returncode == 0, result.stderr
+    assert "c.cmhx.items.json is missing" in result.stderr and "cmhash index build" in result.stderr
+
+
+def test_a_truncated_index_names_the_command_that_rebuilds_it(tmp_path, images):
+    invoke("encode", "images", *images[:3], "--model", TINY, "--out", tmp_path / "c.npz")
+    invoke("index", "build", tmp_path / "c.npz", "--out", tmp_path / "c.cmhx")
+    raw = (tmp_path / "c.cmhx").read_bytes()
+    (tmp_path / "c.cmhx").write_bytes(raw[: len(raw) - 4])
+    result = cmhash("search", "--index", tmp_path / "c.cmhx", "--model", TINY, "--text", "a dog")
+    assert result.returncode == 2 and "truncated" in result.stderr
+    assert "cmhash index build CODES --out PATH --overwrite" in result.stderr
+    # following the advice works
+    assert invoke("index", "build", tmp_path / "c.npz", "--out", tmp_path / "c.cmhx", "--overwrite").exit_code == 0
+    assert cmhash("search", "--index", tmp_path / "c.cmhx", "--model", TINY, "--text", "a dog").returncode == 0
