@@ -233,8 +233,12 @@ def download(source: str, revision: str | None = None, local_files_only: bool | 
             why, command = "downloads are off (--offline / local_files_only=True)", fetch
         else:
             why, command = f"the Hub at {_endpoint()} could not be reached ({exc.__cause__ or exc})", fetch
+        pin = ("" if _COMMIT.match(src.revision or "") else
+               f" Then pin a commit (cmhash download {src.repo_id}@COMMIT, with the 40-hex commit that "
+               "`cmhash publish` printed or that the download's folder is named after): a branch such as "
+               f"{src.revision!r} can move, a commit cannot.")
         raise NotCachedError(f"{src.repo_id} at revision {src.revision!r} is not in the local Hugging Face cache "
-                             f"{cache} (or only partly), and {why}. Fetch it once with network: {command}") from exc
+                             f"{cache} (or only partly), and {why}. Fetch it once with network: {command}.{pin}") from exc
     pinned = f"{src.repo_id}@{path.name}" if _COMMIT.match(path.name) else str(src)
     _verify(path, fix=f"fetch it again with: cmhash download {pinned} --force")
     return path

@@ -219,9 +219,12 @@ def test_offline_with_an_empty_cache_names_repo_revision_and_the_fetch_command(m
     assert "cmhash download org/never-fetched@v2" in message and "HF_HUB_OFFLINE" in message
     assert constants.HF_HUB_CACHE in message
 
+    assert "pin a commit (cmhash download org/never-fetched@COMMIT" in message  # a branch or tag can move
+
     commit = "f" * 40
-    with pytest.raises(NotCachedError, match=f"cmhash download org/never-fetched@{commit}"):
+    with pytest.raises(NotCachedError, match=f"cmhash download org/never-fetched@{commit}") as pinned:
         hub.load_hasher(f"hf-hub:org/never-fetched@{commit}")
+    assert "pin a commit" not in str(pinned.value)  # already pinned
 
 
 def test_local_files_only_and_an_unreachable_hub_also_say_how_to_fetch(monkeypatch):
