@@ -5,9 +5,19 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+import numpy as np
+
 from cmhash.errors import require
 from cmhash.runtime.io import atomic_write
 from cmhash.runtime.metrics import PRCurve
+
+
+def pr_points(curve: PRCurve) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) of the radii where some query retrieved a relevant item. The others are
+    (0, 0) in `pr_curve`'s averages, which is no point of the curve: drawn, it made every curve start
+    at the origin."""
+    keep = (curve.precision > 0) | (curve.recall > 0)
+    return curve.recall[keep], curve.precision[keep]
 
 
 def save_pr_curves(curves: Mapping[str, PRCurve], path: str | os.PathLike, title: str = "") -> None:
@@ -18,7 +28,7 @@ def save_pr_curves(curves: Mapping[str, PRCurve], path: str | os.PathLike, title
 
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
     for name, curve in curves.items():
-        ax.plot(curve.recall, curve.precision, marker=".", label=name)
+        ax.plot(*pr_points(curve), marker=".", label=name)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)

@@ -123,3 +123,14 @@ def test_pr_plot_writes_png(tmp_path):
     out = tmp_path / "pr.png"
     save_pr_curves({"I→T": curve}, out, title="test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pr_points_leave_out_the_radii_where_nothing_relevant_was_retrieved():
+    """Before: every PR plot started at (0, 0), the radii at which no query had retrieved anything."""
+    from cmhash.runtime.metrics import PRCurve
+    from cmhash.runtime.plots import pr_points
+
+    curve = PRCurve(radius=np.arange(5), precision=np.array([0.0, 0.0, 0.9, 0.7, 0.5]),
+                    recall=np.array([0.0, 0.0, 0.2, 0.6, 1.0]))
+    recall, precision = pr_points(curve)
+    assert recall.tolist() == [0.2, 0.6, 1.0] and precision.tolist() == [0.9, 0.7, 0.5]
