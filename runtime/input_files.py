@@ -40,6 +40,28 @@ def image_folder(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
+def other_files(paths: Sequence[str | os.PathLike]) -> int:
+    """How many files below the folders of `paths` are skipped for not having an image suffix (reported,
+    so a folder of .heic photos does not look empty by mistake)."""
+    return sum(1 for p in map(Path, paths) if p.is_dir()
+               for f in p.rglob("*") if f.is_file() and f.suffix.lower() not in IMAGE_SUFFIXES)
+
+
+def readable_images(files: Sequence[Path]) -> tuple[list[int], list[tuple[Path, str]]]:
+    """(positions of the files that decode, [(file, why) for the others]): each is opened and decoded
+    the way the encoder will (`runtime.preprocess.load_rgb`), so what is kept will encode."""
+    from cmhash.runtime.preprocess import load_rgb
+
+    keep, skipped = [], []
+    for i, f in enumerate(files):
+        try:
+            load_rgb(f).close()
+            keep.append(i)
+        except DataFormatError as exc:
+            skipped.append((f, str(exc)))
+    return keep, skipped
+
+
 def image_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Files as given; folders expanded by `image_folder`.
 

@@ -23,7 +23,7 @@ from cmhash.errors import CodeFormatError, DataFormatError, InvalidInputError
 from cmhash.runtime.formats.codes_file import CodesFile, load_codes, save_codes
 from cmhash.runtime.formats.model_id import check_same_model
 from cmhash.runtime.encoder import EncodeResult, load_encoder
-from cmhash.runtime.input_files import image_paths, read_texts
+from cmhash.runtime.input_files import image_paths, read_texts, readable_images
 from cmhash.runtime.io import atomic_write, refuse_to_replace
 from cmhash.validators import positive_int
 
@@ -51,17 +51,26 @@ class EncoderOptions:
 
 
 def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
-                  options: EncoderOptions | None = None, overwrite: bool = False) -> CodesFile:
+                  options: EncoderOptions | None = None, overwrite: bool = False,
+                  skip_unreadable: bool = False) -> CodesFile:
     """Encode image files (ids 0..n-1 in the order given; folders by `input_files.image_folder`) and
-    write a codes file (an existing `out` only with `overwrite`)."""
+    write a codes file (an existing `out` only with `overwrite`).
+
+    An unreadable image stops the run, naming it; with `skip_unreadable` it is left out instead (its
+    id too, so the others keep theirs) and listed in the result's `skipped`."""
     refuse_to_replace(out, overwrite, "a codes file")
     options = options or EncoderOptions()
     files = image_paths(paths)
+    ids, skipped = (readable_images(files) if skip_unreadable else (list(range(len(files))), []))
+    if not ids:
+        raise InvalidInputError(f"none of the {len(files)} images could be read (first: {skipped[0][1]})")
+    kept = [files[i] for i in ids]
     encoder = options.load(model, "image")
-    result = options.run(encoder, [str(f) for f in files])
-    data = CodesFile(result.codes, np.arange(len(files), dtype=np.int64), [str(f) for f in files], encoder.bits,
+    result = options.run(encoder, [str(f) for f in kept])
+    data = CodesFile(result.codes, np.array(ids, dtype=np.int64), [str(f) for f in kept], encoder.bits,
                      "image", encoder.method, str(model), model_id=encoder.model_id)
     save_codes(out, data)
+    data.skipped = skipped
     return data
 
 

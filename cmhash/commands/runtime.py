@@ -77,7 +77,8 @@ def _summary(data, out: Path) -> dict:
     truncated = [] if data.truncated is None else data.ids[data.truncated].tolist()
     unknown = [] if data.no_known_words is None else data.ids[data.no_known_words].tolist()
     return {"out": str(out), "count": int(data.codes.shape[0]), "bits": data.bits, "modality": data.modality,
-            "method": data.method, "truncated_ids": truncated, "no_known_word_ids": unknown}
+            "method": data.method, "truncated_ids": truncated, "no_known_word_ids": unknown,
+            "skipped": [{"file": str(f), "why": why} for f, why in data.skipped]}
 
 
 def _report(summary: dict, as_json: bool, what: str) -> None:
@@ -95,6 +96,11 @@ def _report(summary: dict, as_json: bool, what: str) -> None:
         stderr.print(f"[yellow]note:[/] {len(ids)} text(s) share no word with the model's bag-of-words vocabulary, "
                      f"so their codes carry no information (line numbers, 0-based: {listed})",
                      highlight=False, soft_wrap=True)
+    for entry in summary.get("skipped", []):
+        stderr.print(f"[yellow]skipped:[/] {escape(entry['why'])}", highlight=False, soft_wrap=True)
+    if summary.get("other_files"):
+        stderr.print(f"[yellow]note:[/] {summary['other_files']} file(s) in the folder(s) are not images "
+                     f"(by suffix) and were left out", highlight=False, soft_wrap=True)
     stderr.print(f"encoded {summary['count']} {what} into {summary['bits']}-bit codes: {escape(summary['out'])}",
                  highlight=False, soft_wrap=True)
 
@@ -114,13 +120,17 @@ def encode_images(
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
+    skip_unreadable: Annotated[bool, typer.Option(
+        "--skip-unreadable", help="Leave out images that cannot be decoded (each is listed with why; the "
+                                  "others keep their ids) instead of stopping.")] = False,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Encode images into packed hash codes (ids 0..n-1, in the order given) and save them as .npz.
 
     Images are opened with their EXIF orientation; grayscale, RGBA and palette images are converted
-    as in training. An unreadable image stops the run and names the file. With --ray, actors on a Ray
+    as in training. An unreadable image stops the run and names the file (--skip-unreadable leaves it
+    out instead); files without an image suffix in a folder are counted and left out. With --ray, actors on a Ray
     cluster encode in parallel and --out is a folder of Parquet parts (the same codes).
 
     Examples:
@@ -133,6 +143,11 @@ def encode_images(
     if use_ray(ray, ray_address):
         from cmhash.runtime.distributed.pipeline import encode_images_ray
 
+        if skip_unreadable:
+            from cmhash.errors import InvalidInputError
+
+            raise InvalidInputError("--skip-unreadable runs on one node; drop --ray (or remove the unreadable files)")
+
         with _warnings_as_notes():
             summary = encode_images_ray(model, paths, out, options, address=ray_address, workers=workers,
                                         overwrite=overwrite)
@@ -141,8 +156,10 @@ def encode_images(
     from cmhash.runtime.pipeline import encode_images as run
 
     with _warnings_as_notes():
-        data = run(model, paths, out, options, overwrite=overwrite)
-    _report(_summary(data, out), as_json, "images")
+        from cmhash.runtime.input_files import other_files
+
+        data = run(model, paths, out, options, overwrite=overwrite, skip_unreadable=skip_unreadable)
+    _report({**_summary(data, out), "other_files": other_files(paths)}, as_json, "images")
 
 
 @encode_app.command("texts")

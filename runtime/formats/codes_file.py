@@ -27,7 +27,7 @@ import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class CodesFile:
     truncated: np.ndarray | None = None
     no_known_words: np.ndarray | None = None  # BoW texts with no vocabulary word (reported, not saved)
     model_id: str = ""
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable inputs left out (not saved)
 
 
 def save_codes(path: str | os.PathLike, data: CodesFile) -> Path:

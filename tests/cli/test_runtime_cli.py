@@ -212,3 +212,24 @@ def test_a_truncated_index_names_the_command_that_rebuilds_it(tmp_path, images):
     # following the advice works
     assert invoke("index", "build", tmp_path / "c.npz", "--out", tmp_path / "c.cmhx", "--overwrite").exit_code == 0
     assert cmhash("search", "--index", tmp_path / "c.cmhx", "--model", TINY, "--text", "a dog").returncode == 0
+
+
+def test_skip_unreadable_lists_each_skipped_image_and_counts_other_files(tmp_path, images):
+    """Before: one unreadable .jpg stopped the run with no way to skip it, and non-image files were
+    skipped without a count."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for src in images[:3]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "notes.txt").write_text("not a photo")
+    stopped = cmhash("encode", "images", folder, "--model", TINY, "--out", tmp_path / "a.npz")
+    assert stopped.returncode == 2 and "broken.jpg" in stopped.stderr and not (tmp_path / "a.npz").exists()
+    done = cmhash("encode", "images", folder, "--model", TINY, "--out", tmp_path / "a.npz", "--skip-unreadable")
+    assert done.returncode == 0, done.stderr
+    assert "skipped:" in done.stderr and "broken.jpg" in done.stderr
+    assert "1 file(s) in the folder(s) are not images" in done.stderr
+    codes = load_codes(tmp_path / "a.npz")
+    names = sorted(p.name for p in folder.glob("*.jpg"))  # the folder's image order: broken.jpg is one of them
+    assert [Path(i).name for i in codes.items] == [n for n in names if n != "broken.jpg"]
+    assert codes.ids.tolist() == [i for i, n in enumerate(names) if n != "broken.jpg"]  # the others keep their ids
