@@ -13,8 +13,8 @@ packing re-attached in float32 on the float32 `hash` output (so `codes` is alway
 `pack(hash)` of the half-precision model's own output). And the converter appends its Cast nodes at
 the end of the node list, which the ONNX checker rejects; the nodes are sorted again.
 
-The check (`validate_fp16`) compares with the float32 model on the dataset: bit agreement of the
-codes (every flip with its |h|), and the change of mAP in both directions on the checkpoint's split.
+The check (`validate_fp16`, export/variant_check.py) compares with the float32 model on the dataset:
+bit agreement of the codes (every flip with its |h|), and the change of mAP in both directions.
 """
 
 from __future__ import annotations
@@ -30,14 +30,10 @@ from cmhash.errors import ExportError, ExportValidationError, require
 from cmhash.runtime.codes import pack
 from cmhash.runtime.io import sha256_file
 
-from cmhash.runtime.formats.export_manifest import (FP16_REPORT_NAME, ExportManifest, Fp16Check, Fp16Variant, add_sections,
-                                                    model_file, read_export_manifest)
-from cmhash.runtime.formats.export_manifest import write_report as save_report
+from cmhash.runtime.formats.export_manifest import ExportManifest, Variant, add_sections, model_file, read_export_manifest
 
 from .protos import save_proto, set_metadata
-from .runner import Runner, flips_of, session
-from .samples import build_inputs
-from .sources import load_source_dataset
+from .variant_check import validate_variant
 
 MIN_AGREEMENT = 0.995
 MAX_MAP_CHANGE = 0.005
@@ -146,118 +142,18 @@ def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
 
 
 def add_fp16_variants(folder: str | Path, manifest: ExportManifest | None = None) -> ExportManifest:
-    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json gets `Fp16Variant`s.
+    """`<modality>.fp16.onnx` for every encoder of an export folder; export.json gets `Variant`s.
     Returns the new manifest."""
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_export_manifest(folder)
     variants = []
     for modality, enc in manifest.encoders.items():
         name = model_file(modality, "fp16")
-        variants.append(Fp16Variant(modality, name, convert_fp16(folder / enc.files["fp32"], folder / name)))
+        variants.append(Variant(modality, "fp16", name, convert_fp16(folder / enc.files["fp32"], folder / name)))
     return add_sections(folder, *variants, manifest=manifest)
 
 
-def _run_all(runner: Runner, inputs: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    hs, cs = [], []
-    for _, feed in inputs.batches(batch_size):
-        h, c = runner(feed)
-        hs.append(h)
-        cs.append(c)
-    return np.concatenate(hs), np.concatenate(cs)
-
-
-def _maps(values: dict[str, np.ndarray], dataset: Any, split: Any) -> dict[str, float]:
-    from cmhash.zoo.scoring import score_split
-
-    scores = score_split(values, dataset.labels, split.query, split.database)
-    return {k: float(v) for k, v in scores.items() if k.startswith("map_")}
-
-
-def validate_fp16(folder: str | Path, *, dataset: Any = None, data_root: str | None = None,
-                  min_agreement: float = MIN_AGREEMENT, max_map_change: float = MAX_MAP_CHANGE,
-                  batch_size: int = 32, write_report: bool = True,
-                  on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Compare the fp16 encoders with the fp32 ones on every image and caption of the dataset.
-
-    Bit agreement is over all samples (all captions); mAP uses the first caption of each pair, as
-    evaluation does, on the checkpoint's split. Raises when agreement < `min_agreement` or an mAP
-    moves by more than `max_map_change`; the report is written first.
-    """
-    from cmhash.zoo.data import default_split
-
-    step = on_step or (lambda _msg: None)
-    folder = Path(folder)
-    manifest = read_export_manifest(folder)
-    if dataset is None:
-        dataset = load_source_dataset(manifest.source.dataset, data_root)
-    inputs = build_inputs(folder, manifest, dataset, captions="all")
-    values: dict[str, dict[str, np.ndarray]] = {"fp32": {}, "fp16": {}}
-    encoders, failures, flipped, total = {}, [], 0, 0
-    for modality, enc in manifest.encoders.items():
-        if "fp16" not in enc.files:
-            raise ExportError(f"{folder} has no fp16 {modality} encoder; run cmhash export onnx ... --fp16")
-        step(f"checking the fp16 {modality} encoder")
-        h32, c32 = _run_all(Runner(session(folder / enc.files["fp32"]), enc.inputs), inputs[modality], batch_size)
-        h16, c16 = _run_all(Runner(session(folder / enc.files["fp16"]), enc.inputs), inputs[modality], batch_size)
-        flips = flips_of(c32, c16, h32)
-        own = bool(np.array_equal(c16, pack(h16)))
-        encoders[modality] = {"samples": len(h32), "max_abs_diff": float(np.abs(h16 - h32).max()),
-                              "codes_match_own_hash": own, **flips}
-        flipped, total = flipped + flips["bits_flipped"], total + flips["bits_total"]
-        if flips["bit_agreement"] < min_agreement:
-            failures.append(f"{modality}: bit agreement {flips['bit_agreement']:.4%} < {min_agreement:.2%}")
-        if not own:
-            failures.append(f"{modality}: the fp16 codes differ from pack(fp16 hash)")
-        first = inputs[modality].caption == 0  # one sample per pair, in row order
-        rows = inputs[modality].rows[first]
-        for precision, h in (("fp32", h32), ("fp16", h16)):
-            full = np.full((len(dataset), h.shape[1]), np.nan, np.float32)
-            full[rows] = h[first]
-            values[precision][modality] = full
-    split = default_split(dataset, manifest.source.split_seed)
-    maps = {p: _maps(values[p], dataset, split) for p in values}
-    change = {k: maps["fp16"][k] - maps["fp32"][k] for k in maps["fp32"]}
-    failures += [f"mAP {k[4:]} changed by {v:+.4f} (limit ±{max_map_change})" for k, v in change.items()
-                 if abs(v) > max_map_change]
-    report = {
-        "passed": not failures,
-        "precision": "fp16",
-        "thresholds": {"min_bit_agreement": min_agreement, "max_map_change": max_map_change},
-        "data": {"dataset": dataset.name, **{m: inputs[m].description for m in inputs},
-                 "map_protocol": f"first caption per pair; split query={len(split.query)}, "
-                                 f"database={len(split.database)}"},
-        "bit_agreement": float(1 - flipped / total) if total else 1.0,
-        "bits_flipped": int(flipped),
-        "bits_total": int(total),
-        "encoders": encoders,
-        "map": {"fp32": maps["fp32"], "fp16": maps["fp16"], "change": change},
-        "failures": failures,
-    }
-    if write_report:
-        save_report(folder, FP16_REPORT_NAME, report)
-        add_sections(folder, Fp16Check(**{k: report[k] for k in ("passed", "thresholds", "bit_agreement",
-                                                                  "bits_flipped", "bits_total", "map", "failures")}))
-    if failures:
-        raise ExportValidationError(f"the fp16 variant of {folder} fails {len(failures)} check(s):\n  - "
-                                    + "\n  - ".join(failures), failures, report)
-    return report
-
-
-def fp16_table(report: dict[str, Any]):
-    """A rich Table of an fp16 report: agreement and mAP per direction."""
-    from rich.table import Table
-
-    t = report["thresholds"]
-    title = ("fp16 within limits" if report["passed"] else "[red]fp16 outside limits[/]") + \
-        f" (agreement >= {t['min_bit_agreement']:.1%}, |ΔmAP| <= {t['max_map_change']})"
-    table = Table(title=title)
-    for col in ("measure", "fp32", "fp16", "change / detail"):
-        table.add_column(col)
-    for m, r in report["encoders"].items():
-        detail = f"{r['bits_flipped']} of {r['bits_total']} bits flipped"
-        if r["bits_flipped"]:
-            detail += f"; max |h| flipped {r['max_abs_h_flipped']:.2e}"
-        table.add_row(f"{m} bit agreement", "", f"{r['bit_agreement']:.4%}", detail)
-    for k, v in report["map"]["change"].items():
-        table.add_row(f"mAP {k[4:]}", f"{report['map']['fp32'][k]:.4f}", f"{report['map']['fp16'][k]:.4f}", f"{v:+.4f}")
-    return table
+def validate_fp16(folder: str | Path, *, min_agreement: float = MIN_AGREEMENT, max_map_change: float = MAX_MAP_CHANGE,
+                  **options: Any) -> dict[str, Any]:
+    """The fp16 variants against fp32 (`validate_variant`), with the fp16 limits."""
+    return validate_variant(folder, "fp16", min_agreement=min_agreement, max_map_change=max_map_change, **options)

@@ -32,6 +32,7 @@ from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, FORMAT, TOKE
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
 from .fp16 import add_fp16_variants, validate_fp16
+from .int8 import add_int8_variants, calibration_images, validate_int8
 from .protos import copy_atomic, save_proto, set_metadata
 from .sources import check_out_folder, load_source_dataset, source_hashes
 from .validate import validate_export
@@ -196,20 +197,23 @@ class ExportResult:
     manifest: ExportManifest
     validation: dict[str, Any] | None = None
     fp16: dict[str, Any] | None = None
+    int8: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = False, validate: bool = True,
                       dataset: Any = None, data_root: str | None = None, opset: int = MIN_OPSET,
                       backbone_weights: Mapping[str, str] | None = None, tokenizer_file: str | None = None,
-                      vocabulary: Any = None, on_step: Step | None = None, overwrite: bool = False) -> ExportResult:
+                      vocabulary: Any = None, on_step: Step | None = None, overwrite: bool = False,
+                      int8: bool = False, calibration: str | Path | None = None) -> ExportResult:
     """Export every encoder of a checkpoint into `out`, write export.json, then validate (and fp16).
 
     `dataset` (default: the dataset the checkpoint trained on, e.g. coco-mini) supplies the real
     inputs of the checks and, for BoW towers without `vocabulary`, the training captions the
     vocabulary is rebuilt from. Raises `ExportValidationError` (after writing every file and the
     report) when a check fails. A non-empty `out` must hold an export of the same checkpoint, unless
-    `overwrite`.
+    `overwrite`. `int8` adds int8 variants (export/int8.py): the image tower calibrated on the files of
+    `calibration`, else on the training images of the checkpoint's dataset.
     """
     from cmhash.zoo.model import CrossModalHasher
 
@@ -221,7 +225,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     config = model.config
     hashes = source_hashes(checkpoint)
     specs = build_encoders(model, dict(backbone_weights or {}))
-    if dataset is None and validate:
+    if dataset is None and (validate or (int8 and calibration is None and "image" in specs)):
         dataset = load_source_dataset(config.dataset, data_root)
     out.mkdir(parents=True, exist_ok=True)
     encoders, written = {}, []
@@ -250,6 +254,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         "files": {},
         "validation": None,
         "fp16": None,
+        "int8": None,
     }
     data["files"] = file_entries(out, written)
     result = ExportResult(out, write_export_manifest(out, data), files=written)
@@ -257,6 +262,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         step("converting to fp16")
         result.manifest = add_fp16_variants(out, result.manifest)
         result.files += [e.files["fp16"] for e in result.manifest.encoders.values()]
+    if int8:
+        images = calibration_images(dataset, calibration, config.split_seed) if "image" in specs else []
+        result.manifest = add_int8_variants(out, result.manifest, calibration=images, on_step=step)
+        result.files += [e.files["int8"] for e in result.manifest.encoders.values()]
     if not validate:
         return result
 
@@ -271,6 +280,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         except ExportValidationError as exc:
             failure = failure or exc
             result.fp16 = exc.report
+    if int8:
+        try:
+            result.int8 = validate_int8(out, dataset=dataset, on_step=step)
+        except ExportValidationError as exc:
+            failure = failure or exc
+            result.int8 = exc.report
     if failure is not None:
         failure.result = result  # both reports, for callers that print them
         raise failure

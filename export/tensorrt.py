@@ -4,6 +4,8 @@ Two half-precision paths, chosen by `tensorrt.__version__`:
 - TensorRT 10.x: parse the float32 ONNX and set `BuilderFlag.FP16` (weak typing);
 - TensorRT 11.x: the flag is gone (strong typing only), so parse the fp16 ONNX variant
   (`<modality>.fp16.onnx`, made here with `export.fp16` when the folder lacks it).
+int8 has one path, explicit quantization: parse the int8 ONNX variant (`cmhash export int8`), whose
+Q/DQ nodes carry the scales (TensorRT 10 also gets `BuilderFlag.INT8`).
 
 Every dynamic input gets an optimization profile (batch min/opt/max, and sequence min/opt/max for
 token inputs); the workspace is capped; a timing cache file is loaded before and saved after every
@@ -39,15 +41,17 @@ def tensorrt_major(version: str) -> int:
 
 
 def precision_path(version: str, precision: str) -> str:
-    """'fp32', 'builder-flag-fp16' (TensorRT 10) or 'fp16-onnx' (TensorRT 11 and later)."""
+    """'fp32', 'builder-flag-fp16' (TensorRT 10) or 'fp16-onnx' (TensorRT 11 and later), or for int8
+    'int8-qdq': explicit quantization from the int8 ONNX's Q/DQ nodes (TensorRT 10 also sets the INT8
+    flag, which its explicit-quantization path still asks for; 11 is strongly typed and needs none)."""
     major = tensorrt_major(version)
     if major < SUPPORTED_MAJORS[0]:
         raise ExportError(f"TensorRT {version} is too old: cmhash builds with TensorRT 10 or 11 "
                           "(pip install 'cmhash[trt]')")
-    if precision not in ("fp16", "fp32"):
-        raise ConfigError(f"precision must be fp16 or fp32, got {precision!r}")
-    if precision == "fp32":
-        return "fp32"
+    if precision not in ("fp16", "fp32", "int8"):
+        raise ConfigError(f"precision must be fp16, fp32 or int8, got {precision!r}")
+    if precision in ("fp32", "int8"):
+        return {"fp32": "fp32", "int8": "int8-qdq"}[precision]
     return "builder-flag-fp16" if major == 10 else "fp16-onnx"
 
 
@@ -128,6 +132,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, options: Bui
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     if path == "builder-flag-fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+    if path == "int8-qdq" and tensorrt_major(version) == 10:
+        config.set_flag(trt.BuilderFlag.INT8)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if options.hardware_compatible:
@@ -173,6 +179,15 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
         raise ConfigError(f"{folder} has no {', '.join(unknown)} encoder; it has {', '.join(manifest.encoders)}")
     if options.timing_cache is None:
         options = replace(options, timing_cache=str(folder / TIMING_CACHE_NAME))
+    if path == "int8-qdq" and any("int8" not in manifest.encoders[m].files for m in wanted):
+        raise ConfigError(f"{folder} has no int8 variants to build from; make them first with: "
+                          f"cmhash export int8 {folder}")
+    dynamic = [m for m in wanted if path == "int8-qdq"
+               and manifest.encoders[m].fields.get("int8_conversion", {}).get("format") != "QDQ"]
+    if dynamic:
+        raise ConfigError(f"the int8 {', '.join(dynamic)} encoder of {folder} is dynamically quantized "
+                          "(DynamicQuantizeLinear/MatMulInteger), which TensorRT does not build; build it in fp16 "
+                          f"and the QDQ ones in int8: cmhash export trt {folder} --precision int8 --modality image")
     if path == "fp16-onnx" and any("fp16" not in manifest.encoders[m].files for m in wanted):
         step("making the fp16 ONNX variants (TensorRT 11 builds half precision from them)")
         manifest = add_fp16_variants(folder, manifest)
@@ -183,7 +198,7 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
         if enc.input_kind == "tokens" and opts.sequence is None:
             top = enc.max_length
             opts = replace(opts, sequence=(1, min(16, top), top))
-        onnx_name = enc.files["fp16"] if path == "fp16-onnx" else enc.files["fp32"]
+        onnx_name = enc.files[{"fp16-onnx": "fp16", "int8-qdq": "int8"}.get(path, "fp32")]
         engine_name = f"{modality}.engine"
         step(f"building the {modality} engine from {onnx_name} ({path})")
         results[modality] = build_engine(folder / onnx_name, folder / engine_name, options=opts,

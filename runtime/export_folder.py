@@ -65,7 +65,8 @@ class ExportFolder:
         if precision not in entry.files:
             raise ExportFolderError(
                 f"{self.path} has no {precision} {modality} model (it has {', '.join(entry.files)}); "
-                + ("make one with: cmhash export onnx CHECKPOINT --out DIR --fp16" if precision == "fp16" else REEXPORT)
+                + {"fp16": "make one with: cmhash export onnx CHECKPOINT --out DIR --fp16",
+                   "int8": f"make one with: cmhash export int8 {self.path}"}.get(precision, REEXPORT)
             )
         return self.file(entry.files[precision], verify=verify)
 

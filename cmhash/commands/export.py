@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
@@ -19,6 +19,8 @@ DatasetOption = Annotated[Optional[str], typer.Option(
     "--data", help="Dataset name or folder for the checks (default: the one the checkpoint trained on, e.g. coco-mini).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
     "--images", help="Check on your own photos instead of a dataset: a folder of images, searched recursively (with --texts).")]
+CalibrationOption = Annotated[Optional[Path], typer.Option(
+    help="int8: a folder of photos the image tower is calibrated on (default: the checkpoint's training images).")]
 TextsOption = Annotated[Optional[Path], typer.Option(
     "--texts", help="With --images: a UTF-8 file, one caption per line, for the text encoder's checks.")]
 
@@ -62,14 +64,15 @@ def _load(dataset: str | None, data_root: str | None, images: Path | None = None
     return load_dataset(dataset, data_root)
 
 
-def _print_reports(validation: dict | None, fp16: dict | None) -> None:
-    from cmhash.export.fp16 import fp16_table
+def _print_reports(validation: dict | None, *variants: dict | None) -> None:
     from cmhash.export.validate import report_table
+    from cmhash.export.variant_check import variant_table
 
     if validation:
         stdout.print(report_table(validation))
-    if fp16 and "map" in fp16:
-        stdout.print(fp16_table(fp16))
+    for report in variants:
+        if report and "map" in report:
+            stdout.print(variant_table(report))
 
 
 @app.command("onnx")
@@ -77,6 +80,8 @@ def export_onnx(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (config.json + model.safetensors).")],
     out: Annotated[Path, typer.Option("--out", help="The export folder to write.")],
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write and check half-precision variants.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write and check int8 variants (smaller, faster on CPUs).")] = False,
+    calibration: CalibrationOption = None,
     validate: Annotated[bool, typer.Option(help="Check the export against PyTorch on the dataset.")] = True,
     dataset: DatasetOption = None,
     data_root: DataRootOption = None,
@@ -104,20 +109,22 @@ def export_onnx(
         with _steps(progress and not as_json) as step:
             result = export_checkpoint(checkpoint, out, fp16=fp16, validate=validate,
                                        dataset=_load(dataset, data_root, images, texts), data_root=data_root,
-                                       opset=opset, on_step=step, overwrite=overwrite)
+                                       opset=opset, on_step=step, overwrite=overwrite, int8=int8,
+                                       calibration=calibration)
     except ExportValidationError as exc:
         partial = getattr(exc, "result", None)
         if as_json and partial is not None:
-            print(json.dumps({"folder": str(partial.folder), "validation": partial.validation, "fp16": partial.fp16},
+            print(json.dumps({"folder": str(partial.folder), "validation": partial.validation, "fp16": partial.fp16,
+                              "int8": partial.int8},
                              indent=2))
         elif partial is not None:
-            _print_reports(partial.validation, partial.fp16)
+            _print_reports(partial.validation, partial.fp16, partial.int8)
         raise
     if as_json:
         print(json.dumps({"folder": str(result.folder), "files": result.manifest.data["files"],
-                          "validation": result.validation, "fp16": result.fp16}, indent=2))
+                          "validation": result.validation, "fp16": result.fp16, "int8": result.int8}, indent=2))
         return
-    _print_reports(result.validation, result.fp16)
+    _print_reports(result.validation, result.fp16, result.int8)
     stderr.print(f"exported {', '.join(result.manifest.modalities)} encoder(s) to {result.folder}")
 
 
@@ -133,6 +140,8 @@ def validate_folder(
     atol: Annotated[float, typer.Option(help="Largest allowed |hash - PyTorch hash|.")] = 1e-4,
     fp16: Annotated[Optional[bool], typer.Option(
         "--fp16/--no-fp16", help="Also check the fp16 variants (default: when the folder has them).")] = None,
+    int8: Annotated[Optional[bool], typer.Option(
+        "--int8/--no-int8", help="Also check the int8 variants (default: when the folder has them).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
     as_json: JsonOption = False,
 ) -> None:
@@ -144,29 +153,79 @@ def validate_folder(
     * `cmhash export validate exports/dmsh64 --checkpoint runs/dmsh64 --json`
     """
     from cmhash.export.fp16 import validate_fp16
+    from cmhash.export.int8 import validate_int8
     from cmhash.export.validate import validate_export
     from cmhash.runtime.formats.export_manifest import read_export_manifest
 
     manifest = read_export_manifest(folder)
-    if fp16 is None:
-        fp16 = all("fp16" in e.files for e in manifest.encoders.values())
+    wanted = {p: (flag if flag is not None else all(p in e.files for e in manifest.encoders.values()))
+              for p, flag in (("fp16", fp16), ("int8", int8))}
     ds = _load(dataset, data_root, images, texts)
-    report, half, failure = None, None, None
+    reports: dict[str, Any] = {"validation": None, "fp16": None, "int8": None}
+    failure = None
     with _steps(progress and not as_json) as step:
+        checks = [("validation", lambda: validate_export(folder, checkpoint=checkpoint, dataset=ds, data_root=data_root,
+                                                         atol=atol, on_step=step))]
+        checks += [(p, lambda check=check: check(folder, dataset=ds, data_root=data_root, on_step=step))
+                   for p, check in (("fp16", validate_fp16), ("int8", validate_int8)) if wanted[p]]
+        for name, run in checks:
+            try:
+                reports[name] = run()
+            except ExportValidationError as exc:
+                reports[name], failure = exc.report, failure or exc
+    if as_json:
+        print(json.dumps(reports, indent=2))
+    else:
+        _print_reports(reports["validation"], reports["fp16"], reports["int8"])
+    if failure is not None:
+        raise failure
+
+
+@app.command("int8")
+def export_int8(
+    folder: Annotated[Path, typer.Argument(help="An export folder made by `cmhash export onnx`.")],
+    calibration: CalibrationOption = None,
+    dataset: DatasetOption = None,
+    data_root: DataRootOption = None,
+    images: ImagesOption = None,
+    texts: TextsOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Add int8 variants (`image.int8.onnx`, `text.int8.onnx`) to an export folder and check them.
+
+    Text towers: dynamic quantization of the weights. Image towers: static QDQ quantization,
+    calibrated on real images. The check against fp32 on real data (bit agreement, ΔmAP) is written
+    to validation.int8.json and export.json; it fails below 99% agreement or beyond |ΔmAP| 0.01.
+
+    Examples:
+
+    * `cmhash export int8 exports/dmsh64`
+    * `cmhash export int8 exports/mine --calibration photos/ --images photos/ --texts captions.txt`
+    """
+    from cmhash.export.int8 import add_int8_variants, calibration_images, validate_int8
+    from cmhash.export.sources import load_source_dataset
+    from cmhash.runtime.formats.export_manifest import read_export_manifest
+
+    manifest = read_export_manifest(folder)
+    ds = _load(dataset, data_root, images, texts)
+    report, failure = None, None
+    with _steps(progress and not as_json) as step:
+        if "image" in manifest.encoders:
+            source = ds if ds is not None or calibration is not None else load_source_dataset(manifest.source.dataset,
+                                                                                             data_root)
+            cal = calibration_images(source, calibration, manifest.source.split_seed)
+        else:
+            cal = []
+        add_int8_variants(folder, manifest, calibration=cal, on_step=step)
         try:
-            report = validate_export(folder, checkpoint=checkpoint, dataset=ds, data_root=data_root, atol=atol,
-                                     on_step=step)
+            report = validate_int8(folder, dataset=ds, data_root=data_root, on_step=step)
         except ExportValidationError as exc:
             report, failure = exc.report, exc
-        if fp16:
-            try:
-                half = validate_fp16(folder, dataset=ds, data_root=data_root, on_step=step)
-            except ExportValidationError as exc:
-                half, failure = exc.report, failure or exc
     if as_json:
-        print(json.dumps({"validation": report, "fp16": half}, indent=2))
+        print(json.dumps({"folder": str(folder), "int8": report}, indent=2))
     else:
-        _print_reports(report, half)
+        _print_reports(None, report)
     if failure is not None:
         raise failure
 
@@ -188,7 +247,8 @@ def export_trt(
     hardware_compatible: Annotated[bool, typer.Option(
         "--hardware-compatible", help="Engine runs on any Ampere-or-newer GPU (may be slower).")] = False,
     precision: Annotated[str, typer.Option(
-        help="fp16 (TensorRT 10: FP16 flag; 11: from the fp16 ONNX) or fp32.")] = "fp16",
+        help="fp16 (TensorRT 10: FP16 flag; 11: from the fp16 ONNX), fp32, or int8 (from the QDQ int8 ONNX of "
+             "`cmhash export int8`).")] = "fp16",
     modality: Annotated[Optional[list[str]], typer.Option(help="Only these encoders (repeatable).")] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -34,7 +34,8 @@ ProviderOption = Annotated[str, typer.Option(
          "error unless --allow-cpu-fallback.")]
 FallbackOption = Annotated[bool, typer.Option(
     "--allow-cpu-fallback", help="Run on the CPU (with a warning) when the GPU provider is unavailable.")]
-PrecisionOption = Annotated[str, typer.Option(help="fp32, or fp16 (exports made with --fp16).")]
+PrecisionOption = Annotated[str, typer.Option(help="fp32, fp16 (exports made with --fp16) or int8 (with --int8 or "
+                                                   "`cmhash export int8`).")]
 ThreadsOption = Annotated[Optional[int], typer.Option(help="CPU threads for onnxruntime (default: all cores).")]
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Inputs per encoder call.")]
 ProgressOption = Annotated[Optional[bool], typer.Option(

@@ -8,7 +8,7 @@ output names), the source checkpoint's sha256s, and a `files` section in the fil
 runtime/formats/manifest.py. It is plain JSON: a runtime reads it with `json.load`.
 
 One writer API: `write_export_manifest` writes the whole object (the exporter, once), and the later
-stages add typed sections with `add_sections` (`Validation`, `Fp16Check`, `Fp16Variant`, `Engine`).
+stages add typed sections with `add_sections` (`Validation`, `Variant`, `VariantCheck`, `Engine`).
 One reader: `read_export_manifest`, which checks every field's type, upgrades version 1 (cmhash
 0.1.0: file entries `{"sha256", "bytes"}`) in memory and returns a typed `ExportManifest`.
 """
@@ -36,7 +36,7 @@ TOKENIZER_NAME = "tokenizer.json"
 VOCABULARY_NAME = "vocabulary.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"  # the source file whose sha256 identifies the model
 REPORT_NAME = "validation.json"
-FP16_REPORT_NAME = "validation.fp16.json"
+PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX variants an export folder may hold
 INPUT_KINDS = ("pixels", "tokens", "bow")
 MODALITIES = ("image", "text")
 REQUIRED = ("format", "bits", "modalities", "encoders", "files")
@@ -48,6 +48,11 @@ CREATE = "create one with: cmhash export onnx CHECKPOINT --out DIR"
 def model_file(modality: str, precision: str = "fp32") -> str:
     """The ONNX file name of one encoder at one precision."""
     return f"{modality}.onnx" if precision == "fp32" else f"{modality}.{precision}.onnx"
+
+
+def report_name(precision: str) -> str:
+    """The validation report of a variant: validation.fp16.json, validation.int8.json."""
+    return f"validation.{precision}.json"
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -68,9 +73,11 @@ class Validation:
 
 
 @dataclass(frozen=True)
-class Fp16Check:
-    """The fp16 variant's check against fp32 (`export/fp16.py`)."""
+class VariantCheck:
+    """A reduced-precision variant's check against fp32 (`export/variant_check.py`): export.json's
+    `fp16` or `int8` section; the full report is validation.<precision>.json."""
 
+    precision: str
     passed: bool
     thresholds: Mapping[str, float]
     bit_agreement: float
@@ -78,25 +85,26 @@ class Fp16Check:
     bits_total: int
     map: Mapping[str, Any]
     failures: list[str]
-    report: str = FP16_REPORT_NAME
 
     def apply(self, manifest: dict[str, Any]) -> list[str]:
-        manifest["fp16"] = asdict(self)
+        manifest[self.precision] = {**{k: v for k, v in asdict(self).items() if k != "precision"},
+                                    "report": report_name(self.precision)}
         return []
 
 
 @dataclass(frozen=True)
-class Fp16Variant:
-    """One encoder's fp16 ONNX file (`export/fp16.py`); its file entry is recorded."""
+class Variant:
+    """One encoder's fp16 or int8 ONNX file (`export/fp16.py`, `export/int8.py`); its file entry is recorded."""
 
     modality: str
+    precision: str
     file: str
     conversion: Mapping[str, Any] = field(default_factory=dict)
 
     def apply(self, manifest: dict[str, Any]) -> list[str]:
         enc = manifest["encoders"][self.modality]
-        enc["files"]["fp16"] = self.file
-        enc["fp16_conversion"] = dict(self.conversion)
+        enc["files"][self.precision] = self.file
+        enc[f"{self.precision}_conversion"] = dict(self.conversion)
         return [self.file]
 
 
@@ -116,7 +124,7 @@ class Engine:
         return []
 
 
-Section = Validation | Fp16Check | Fp16Variant | Engine
+Section = Validation | VariantCheck | Variant | Engine
 
 
 # ------------------------------------------------------------------------------ the typed view
@@ -232,7 +240,7 @@ def add_sections(folder: str | os.PathLike, *sections: Section,
 
 
 def write_report(folder: str | os.PathLike, name: str, report: Mapping[str, Any]) -> Path:
-    """A validation report (REPORT_NAME, FP16_REPORT_NAME) as pretty JSON, atomically; read by people
+    """A validation report (REPORT_NAME, `report_name(precision)`) as pretty JSON, atomically; read by people
     and tools, export.json keeps its summary."""
     with atomic_write(Path(folder) / name, "w") as fh:
         json.dump(report, fh, indent=2)

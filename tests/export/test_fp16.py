@@ -9,7 +9,8 @@ from onnx import TensorProto
 from rich.console import Console
 
 from cmhash.errors import ExportError, ExportValidationError
-from cmhash.export.fp16 import convert_fp16, fp16_table, validate_fp16
+from cmhash.export.fp16 import convert_fp16, validate_fp16
+from cmhash.export.variant_check import variant_table
 from cmhash.export.runner import session
 
 
@@ -57,7 +58,7 @@ def test_fp16_report_and_table(session_export):
     on_disk = json.loads((session_export.folder / "validation.fp16.json").read_text())
     assert on_disk["bit_agreement"] == session_export.fp16["bit_agreement"]
     console = Console(record=True, width=200)
-    console.print(fp16_table(session_export.fp16))
+    console.print(variant_table(session_export.fp16))
     text = console.export_text()
     assert "mAP i2t" in text and "mAP t2i" in text and "image bit agreement" in text
 

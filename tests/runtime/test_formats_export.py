@@ -48,7 +48,7 @@ def test_a_version_1_export_with_a_changed_file_is_still_caught(tmp_path):
 def test_sections_are_added_through_the_writer(tmp_path):
     folder = _copy(tmp_path)
     (folder / "text.fp16.onnx").write_bytes(b"half")
-    em.add_sections(folder, em.Fp16Variant("text", "text.fp16.onnx", {"converter": "x"}),
+    em.add_sections(folder, em.Variant("text", "fp16", "text.fp16.onnx", {"converter": "x"}),
                     em.Validation(passed=True, atol=1e-4, data={"dataset": "d"}, encoders={}, failures=[]),
                     em.Engine("text", "text.engine", "text.engine.json", "fp32", "10.9", "text.onnx"))
     data = json.loads((folder / "export.json").read_text())
