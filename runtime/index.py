@@ -218,14 +218,14 @@ class HammingIndex:
                 raise InvalidInputError(f"device='cuda' needs backend 'cupy' (or 'auto'), got {backend!r}")
             backend = "cupy"
         if backend == "numba":
-            require("numba", "fast", "HammingIndex(backend='numba')")
+            search_cpu.load_numba("HammingIndex(backend='numba')")
         if method == "mih":
             if device == "cuda":
                 raise InvalidInputError("method='mih' runs on the CPU; use method='scan' (or 'auto') with "
                                         "device='cuda'")
             if backend == "numpy":
                 raise InvalidInputError("method='mih' needs the compiled kernels; use backend='auto' or 'numba'")
-            require("numba", "fast", "HammingIndex(method='mih')")
+            search_cpu.load_numba("HammingIndex(method='mih')")
         if mih_m is not None:
             mih.split(self._bits, mih_m)  # checks it
         index_file.encode_meta(meta)  # checks it
@@ -401,7 +401,7 @@ class HammingIndex:
     def build_tables(self) -> None:
         """Build the multi-index hashing tables now (e.g. at a server's start) rather than at the
         first search that needs them; "auto" then uses them at once. Needs numba."""
-        require("numba", "fast", "HammingIndex.build_tables")
+        search_cpu.load_numba("HammingIndex.build_tables")
         self._tables_for(self._state)
 
     def _refresh_tables(self, st: _State) -> None:

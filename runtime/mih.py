@@ -283,8 +283,7 @@ def _kernels() -> dict:
     with _LOCK:
         if _KERNELS:
             return _KERNELS
-        import numba
-
+        numba = search_cpu.load_numba("multi-index hashing")
         search_cpu._kernels()  # noqa: SLF001 - binds the popcount intrinsic and _alive
         g = globals()
         g["popcount"] = search_cpu.popcount

@@ -22,18 +22,20 @@ query groups run on `threads` Python threads (the kernels release the GIL), so c
 from many threads are safe (no numba threading layer is involved).
 
 Numba is optional: `numba_available()` says whether it imported; the numpy path is used without
-it. Kernels are compiled on first use and cached on disk (`cache=True`).
+it. Kernels are compiled on first use and cached on disk (`cache=True`, in `CACHE_DIR/numba`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from cmhash.errors import InvalidInputError, require
+from cmhash import constants
+from cmhash.errors import InvalidInputError, MissingDependencyError, require
 from cmhash.runtime.codes import hamming_distances
 from cmhash.validators import positive_int
 
@@ -373,15 +375,24 @@ _KERNELS_LOCK = threading.Lock()
 _NUMBA_OK: bool | None = None
 
 
+def load_numba(feature: str):
+    """Import numba (or say which extra installs it), its kernel cache in cmhash's cache folder
+    (`CACHE_DIR/numba`) unless NUMBA_CACHE_DIR is set. Why: numba's `cache=True` writes next to the
+    module's source, which an installed package often may not write, so every new process compiled
+    the kernels again (seconds, at its first search). Every numba import of cmhash goes through here."""
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(constants.CACHE_DIR / "numba"))
+    return require("numba", "fast", feature)
+
+
 def numba_available() -> bool:
     """True when numba imports (the compiled path is then the default)."""
     global _NUMBA_OK
     if _NUMBA_OK is None:
         try:
-            import numba  # noqa: F401
-
+            load_numba("the compiled search kernels")
             _NUMBA_OK = True
-        except ImportError:
+        except MissingDependencyError:
             _NUMBA_OK = False
     return _NUMBA_OK
 
@@ -393,7 +404,7 @@ def _kernels() -> dict:
     with _KERNELS_LOCK:
         if _KERNELS:
             return _KERNELS
-        numba = require("numba", "fast", "the compiled Hamming search kernel")
+        numba = load_numba("the compiled Hamming search kernel")
         from llvmlite import ir
         from numba.core import types
         from numba.extending import intrinsic
@@ -577,7 +588,7 @@ def _resolve(backend: str) -> str:
     if backend not in ("numba", "numpy"):
         raise InvalidInputError(f"unknown CPU search backend {backend!r}; use 'auto', 'numba' or 'numpy'")
     if backend == "numba":
-        require("numba", "fast", "the compiled Hamming search kernel (backend='numba')")
+        load_numba("the compiled Hamming search kernel (backend='numba')")
     return backend
 
 

@@ -646,3 +646,24 @@ def test_gpu_path_drops_tombstoned_rows():
     queries = db[:7]
     for k in (1, 50, 2000, 2500):
         assert_same(gpu.search(queries, k), cpu.search(queries, k))
+
+
+@pytest.mark.skipif(not search_cpu.numba_available(), reason="needs numba")
+def test_compiled_kernels_are_cached_in_cmhash_cache_folder(tmp_path):
+    """Before: numba's cache sat next to the installed source (often not writable), so every new process
+    compiled the kernels again at its first search. A process that does not set NUMBA_CACHE_DIR now
+    keeps them in CACHE_DIR/numba; one that sets it keeps its choice."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from cmhash.runtime.index import HammingIndex\n"
+            "codes = np.random.default_rng(0).integers(0, 256, (20000, 8), dtype=np.uint8)\n"
+            "ix = HammingIndex(64, backend='numba'); ix.add(codes); ix.search(codes[:1], k=3)\n"
+            "import sys; assert 'numba' in sys.modules, 'the search did not run the compiled kernels'\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env={**env, "CMHASH_CACHE": str(tmp_path / "c")})
+    assert list((tmp_path / "c" / "numba").rglob("*.nbi")), "no kernel cached in CACHE_DIR/numba"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300,
+                   env={**env, "CMHASH_CACHE": str(tmp_path / "d"), "NUMBA_CACHE_DIR": str(tmp_path / "mine")})
+    assert list((tmp_path / "mine").rglob("*.nbi")) and not (tmp_path / "d" / "numba").exists()
