@@ -101,6 +101,9 @@ def encoder_rows(args, threads: int) -> tuple[list[dict], dict]:
     device = torch.device(args.device)
     modules = {m: s.module.to(device).eval() for m, s in specs.items()}
     ort = {m: load_encoder(args.export, m, provider=args.provider, threads=threads) for m in specs}
+    manifest = read_export_manifest(args.export)
+    int8 = {m: load_encoder(args.export, m, provider=args.provider, threads=threads, precision="int8")
+            for m in specs if "int8" in manifest.encoders[m].files}
     pixels, feeds, prep = load_inputs(args.export, args.batch)
 
     channels_last = {"image": copy.deepcopy(modules["image"]).to(memory_format=torch.channels_last)}
@@ -125,8 +128,8 @@ def encoder_rows(args, threads: int) -> tuple[list[dict], dict]:
 
         return run
 
-    def ort_run(modality, feed):
-        return lambda: ort[modality].session.run(feed, ["hash", "codes"])
+    def ort_run(modality, feed, encoders=ort):
+        return lambda: encoders[modality].session.run(feed, ["hash", "codes"])
 
     cases = []
     for batch in (1, args.batch):
@@ -139,15 +142,19 @@ def encoder_rows(args, threads: int) -> tuple[list[dict], dict]:
     rows = []
     for modality, batch, feed_list in cases:
         variants = ["as is", "flush denormals"] + (["channels_last"] if modality in channels_last else [])
-        times: dict[str, list[float]] = {v: [] for v in ["onnxruntime", *variants]}
-        agree = []
+        quantized = ["int8"] if modality in int8 else []
+        times: dict[str, list[float]] = {v: [] for v in ["onnxruntime", *quantized, *variants]}
+        agree, agree8 = [], []
         for feed in feed_list:  # batch 1: several different inputs, each timed, then averaged
-            fns = [ort_run(modality, feed)] + [torch_run(modality, feed, v) for v in variants]
+            fns = ([ort_run(modality, feed)] + [ort_run(modality, feed, int8) for _ in quantized]
+                   + [torch_run(modality, feed, v) for v in variants])
             for name, t in zip(times, timed_blocks(fns, args.reps, args.budget / len(feed_list))):
                 times[name].append(t)
             codes_ort = ort_run(modality, feed)()["codes"]
             codes_torch = torch_run(modality, feed)()[1].cpu().numpy()
             agree.append(float((np.unpackbits(codes_ort ^ codes_torch) == 0).mean()))
+            if quantized:
+                agree8.append(float((np.unpackbits(codes_ort ^ ort_run(modality, feed, int8)()["codes"]) == 0).mean()))
         ms = {name: 1e3 * float(np.mean(t)) for name, t in times.items()}
         best = min(variants, key=ms.get)
         rows.append({"modality": modality, "batch": batch, "threads": threads, "inputs_timed": len(feed_list),
@@ -155,7 +162,10 @@ def encoder_rows(args, threads: int) -> tuple[list[dict], dict]:
                      "torch_best": best, "torch_variants_ms": {v: ms[v] for v in variants},
                      "ratio": ms[best] / ms["onnxruntime"], "ratio_default": ms["as is"] / ms["onnxruntime"],
                      "ort_items_per_s": batch / ms["onnxruntime"] * 1e3, "torch_items_per_s": batch / ms[best] * 1e3,
-                     "bit_agreement": float(np.mean(agree)), "provider": ort[modality].provider})
+                     "bit_agreement": float(np.mean(agree)), "provider": ort[modality].provider,
+                     **({"int8_ms": ms["int8"], "int8_speedup": ms["onnxruntime"] / ms["int8"],
+                         "int8_vs_torch": ms[best] / ms["int8"], "int8_bit_agreement": float(np.mean(agree8))}
+                        if quantized else {})})
     return rows, prep
 
 
@@ -260,6 +270,7 @@ def markdown(args, rows, prep, cold, size) -> str:
         lines.append(f"| {r['modality']} | {r['batch']} | {r['threads']} | {r['ort_ms']:.1f} | {r['torch_ms']:.1f} | "
                      f"{r['torch_best_ms']:.1f} | {r['torch_best']} | {r['ratio']:.2f} | {r['ratio_default']:.2f} | "
                      f"{r['ort_items_per_s']:.1f} | {r['torch_items_per_s']:.1f} | {r['bit_agreement']:.4f} |")
+    lines += _int8_table(args, rows)
     lines += ["", f"Input preparation (the same for both): ImagePreprocess {prep['preprocess_ms_per_image']:.1f} ms per "
               f"image; tokenizing {args.batch} captions {prep['tokenize_ms_per_batch']:.1f} ms "
               f"({prep['tokens_in_batch']} tokens after padding)."]
@@ -284,6 +295,33 @@ def markdown(args, rows, prep, cold, size) -> str:
         lines += ["", f"Without pip, setuptools and the test tools ({', '.join(sorted(tools))}: {mb(tool_bytes)}), "
                   f"the runtime's distributions total {mb(sum(b for *_, b in size['dists']) - tool_bytes)}."]
     return "\n".join(lines) + "\n"
+
+
+def _int8_table(args, rows) -> list[str]:
+    """The int8 rows (exports with `cmhash export int8`): time, speed-up, bit agreement, sizes, ΔmAP."""
+    rows = [r for r in rows if "int8_ms" in r]
+    if not rows:
+        return []
+    manifest = read_export_manifest(args.export)
+    mb = lambda b: f"{b / 2**20:,.1f} MB"  # noqa: E731
+    sizes = {m: [(args.export / e.files[p]).stat().st_size for p in ("fp32", "int8")]
+             for m, e in manifest.encoders.items() if "int8" in e.files}
+    check = manifest.data.get("int8") or {}
+    change = check.get("map", {}).get("change", {})
+    lines = ["", "int8 (`cmhash export int8`: text dynamic, image static QDQ) against fp32 onnxruntime and PyTorch, "
+             "same inputs; `int8 bit agreement` = int8 codes vs fp32 onnxruntime codes on the timed inputs; "
+             f"ΔmAP@all on coco-mini from the export's validation.int8.json: I→T {change.get('map_i2t', float('nan')):+.4f}, "
+             f"T→I {change.get('map_t2i', float('nan')):+.4f} (over all {check.get('bits_total', 0):,} code bits: "
+             f"{check.get('bit_agreement', float('nan')):.2%} agree).", "",
+             "| encoder | batch | threads | fp32 onnxruntime ms | int8 ms | int8 speed-up | PyTorch ms (fastest) | "
+             "int8 vs PyTorch | int8 bit agreement |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['modality']} | {r['batch']} | {r['threads']} | {r['ort_ms']:.1f} | {r['int8_ms']:.1f} | "
+                     f"{r['int8_speedup']:.2f}x | {r['torch_best_ms']:.1f} | {r['int8_vs_torch']:.2f}x | "
+                     f"{r['int8_bit_agreement']:.4f} |")
+    lines += ["", "| encoder | fp32 ONNX | int8 ONNX | smaller by |", "|---|---:|---:|---:|"]
+    lines += [f"| {m} | {mb(a)} | {mb(b)} | {a / b:.2f}x |" for m, (a, b) in sizes.items()]
+    return lines
 
 
 def main() -> int:
