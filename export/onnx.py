@@ -205,7 +205,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
                       dataset: Any = None, data_root: str | None = None, opset: int = MIN_OPSET,
                       backbone_weights: Mapping[str, str] | None = None, tokenizer_file: str | None = None,
                       vocabulary: Any = None, on_step: Step | None = None, overwrite: bool = False,
-                      int8: bool = False, calibration: str | Path | None = None) -> ExportResult:
+                      int8: bool = False, calibration: str | Path | None = None,
+                      int8_target: str = "cpu") -> ExportResult:
     """Export every encoder of a checkpoint into `out`, write export.json, then validate (and fp16).
 
     `dataset` (default: the dataset the checkpoint trained on, e.g. coco-mini) supplies the real
@@ -264,7 +265,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         result.files += [e.files["fp16"] for e in result.manifest.encoders.values()]
     if int8:
         images = calibration_images(dataset, calibration, config.split_seed) if "image" in specs else []
-        result.manifest = add_int8_variants(out, result.manifest, calibration=images, on_step=step)
+        result.manifest = add_int8_variants(out, result.manifest, calibration=images, target=int8_target,
+                                            on_step=step)
         result.files += [e.files["int8"] for e in result.manifest.encoders.values()]
     if not validate:
         return result

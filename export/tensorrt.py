@@ -182,12 +182,17 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
     if path == "int8-qdq" and any("int8" not in manifest.encoders[m].files for m in wanted):
         raise ConfigError(f"{folder} has no int8 variants to build from; make them first with: "
                           f"cmhash export int8 {folder}")
-    dynamic = [m for m in wanted if path == "int8-qdq"
-               and manifest.encoders[m].fields.get("int8_conversion", {}).get("format") != "QDQ"]
+    conversions = {m: manifest.encoders[m].fields.get("int8_conversion", {}) for m in wanted} if path == "int8-qdq" else {}
+    dynamic = [m for m, c in conversions.items() if c.get("format") != "QDQ"]
     if dynamic:
         raise ConfigError(f"the int8 {', '.join(dynamic)} encoder of {folder} is dynamically quantized "
                           "(DynamicQuantizeLinear/MatMulInteger), which TensorRT does not build; build it in fp16 "
                           f"and the QDQ ones in int8: cmhash export trt {folder} --precision int8 --modality image")
+    for_cpu = [m for m, c in conversions.items() if c.get("target") != "tensorrt"]
+    if for_cpu:
+        raise ConfigError(f"the int8 {', '.join(for_cpu)} encoder of {folder} was quantized for onnxruntime on CPUs "
+                          "(uint8 activations with zero points, which TensorRT refuses); quantize for TensorRT with: "
+                          f"cmhash export int8 {folder} --target tensorrt")
     if path == "fp16-onnx" and any("fp16" not in manifest.encoders[m].files for m in wanted):
         step("making the fp16 ONNX variants (TensorRT 11 builds half precision from them)")
         manifest = add_fp16_variants(folder, manifest)

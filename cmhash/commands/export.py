@@ -19,6 +19,9 @@ DatasetOption = Annotated[Optional[str], typer.Option(
     "--data", help="Dataset name or folder for the checks (default: the one the checkpoint trained on, e.g. coco-mini).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
     "--images", help="Check on your own photos instead of a dataset: a folder of images, searched recursively (with --texts).")]
+Int8TargetOption = Annotated[str, typer.Option(
+    "--target", help="int8 for cpu (onnxruntime's fast uint8 kernels) or tensorrt (symmetric int8, what "
+                     "`cmhash export trt --precision int8` builds from).")]
 CalibrationOption = Annotated[Optional[Path], typer.Option(
     help="int8: a folder of photos the image tower is calibrated on (default: the checkpoint's training images).")]
 TextsOption = Annotated[Optional[Path], typer.Option(
@@ -82,6 +85,8 @@ def export_onnx(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write and check half-precision variants.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write and check int8 variants (smaller, faster on CPUs).")] = False,
     calibration: CalibrationOption = None,
+    int8_target: Annotated[str, typer.Option(
+        "--int8-target", help="With --int8: cpu (onnxruntime) or tensorrt (symmetric int8 for TensorRT).")] = "cpu",
     validate: Annotated[bool, typer.Option(help="Check the export against PyTorch on the dataset.")] = True,
     dataset: DatasetOption = None,
     data_root: DataRootOption = None,
@@ -110,7 +115,7 @@ def export_onnx(
             result = export_checkpoint(checkpoint, out, fp16=fp16, validate=validate,
                                        dataset=_load(dataset, data_root, images, texts), data_root=data_root,
                                        opset=opset, on_step=step, overwrite=overwrite, int8=int8,
-                                       calibration=calibration)
+                                       calibration=calibration, int8_target=int8_target)
     except ExportValidationError as exc:
         partial = getattr(exc, "result", None)
         if as_json and partial is not None:
@@ -185,6 +190,7 @@ def validate_folder(
 def export_int8(
     folder: Annotated[Path, typer.Argument(help="An export folder made by `cmhash export onnx`.")],
     calibration: CalibrationOption = None,
+    target: Int8TargetOption = "cpu",
     dataset: DatasetOption = None,
     data_root: DataRootOption = None,
     images: ImagesOption = None,
@@ -202,6 +208,7 @@ def export_int8(
 
     * `cmhash export int8 exports/dmsh64`
     * `cmhash export int8 exports/mine --calibration photos/ --images photos/ --texts captions.txt`
+    * `cmhash export int8 exports/dmsh64 --target tensorrt` (then `cmhash export trt ... --precision int8`)
     """
     from cmhash.export.int8 import add_int8_variants, calibration_images, validate_int8
     from cmhash.export.sources import load_source_dataset
@@ -217,7 +224,7 @@ def export_int8(
             cal = calibration_images(source, calibration, manifest.source.split_seed)
         else:
             cal = []
-        add_int8_variants(folder, manifest, calibration=cal, on_step=step)
+        add_int8_variants(folder, manifest, calibration=cal, target=target, on_step=step)
         try:
             report = validate_int8(folder, dataset=ds, data_root=data_root, on_step=step)
         except ExportValidationError as exc:

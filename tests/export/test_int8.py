@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from fake_tensorrt import FakeTensorRT
 
@@ -44,6 +45,7 @@ def test_the_variants_are_written_recorded_and_smaller(int8_export):
         assert fp32 / int8 >= 3, (modality, fp32, int8)
     image, text = (manifest.encoders[m].fields["int8_conversion"] for m in ("image", "text"))
     assert image["method"] == "static" and image["format"] == "QDQ" and image["calibration_images"] == CALIBRATION
+    assert image["target"] == "cpu" and image["activations"] == "uint8 with zero point"
     assert text["method"] == "dynamic" and "hash layer" in text["kept_in_float"]
     graph = onnx.load(str(int8_export / "image.int8.onnx")).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
@@ -82,10 +84,18 @@ def test_an_export_without_int8_names_the_command_that_makes_it(session_export):
         load_encoder(session_export.folder, "text", precision="int8")
 
 
-def test_tensorrt_builds_the_qdq_image_tower_and_refuses_the_dynamic_text_tower(int8_export, tmp_path):
+def test_tensorrt_builds_the_qdq_image_tower_and_refuses_the_dynamic_text_tower(int8_export, session_export, tmp_path):
     folder = tmp_path / "export"
     shutil.copytree(int8_export, folder)
     assert precision_path("10.9.0", "int8") == precision_path("11.4.0", "int8") == "int8-qdq"
+    with pytest.raises(ConfigError, match=f"quantized for onnxruntime.*cmhash export int8 {folder} --target tensorrt"):
+        build_engines(folder, BuildOptions(precision="int8", modalities=("image",)), trt=FakeTensorRT("11.4.0"),
+                      platform=A100)
+    add_int8_variants(folder, calibration=calibration_images(session_export.dataset)[:CALIBRATION], target="tensorrt")
+    graph = onnx.load(str(folder / "image.int8.onnx")).graph
+    zero_points = [i for i in graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and all(z.data_type != onnx.TensorProto.UINT8 and not onnx.numpy_helper.to_array(z).any()
+                               for z in zero_points)  # symmetric int8 (zero points 0): what TensorRT accepts
     for version, flag in (("10.9.0", True), ("11.4.0", False)):
         trt = FakeTensorRT(version)
         meta = build_engines(folder, BuildOptions(precision="int8", modalities=("image",)), trt=trt,
