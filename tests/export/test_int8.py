@@ -105,3 +105,26 @@ def test_tensorrt_builds_the_qdq_image_tower_and_refuses_the_dynamic_text_tower(
         assert meta.precision_path == "int8-qdq" and meta.source_onnx == "image.int8.onnx"
     with pytest.raises(ConfigError, match="dynamically quantized.*--modality image"):
         build_engines(folder, BuildOptions(precision="int8"), trt=FakeTensorRT("11.4.0"), platform=A100)
+
+
+def test_cmhash_encode_and_search_take_precision_int8(int8_export, session_export, tmp_path):
+    from typer.testing import CliRunner
+
+    from cmhash.cli import app
+    from cmhash.runtime.formats.codes_file import load_codes
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(c[0] for c in session_export.dataset.texts[:5]) + "\n")
+    runner = CliRunner()
+    for precision in ("fp32", "int8"):
+        result = runner.invoke(app, ["encode", "texts", str(captions), "--model", str(int8_export), "--out",
+                                     str(tmp_path / f"{precision}.npz"), "--precision", precision])
+        assert result.exit_code == 0, result.output
+    int8, fp32 = load_codes(tmp_path / "int8.npz"), load_codes(tmp_path / "fp32.npz")
+    assert int8.model_id == fp32.model_id  # one export, one model: both precisions search the same index
+    assert 1 - np.unpackbits(int8.codes ^ fp32.codes).mean() > 0.8
+    assert runner.invoke(app, ["index", "build", str(tmp_path / "fp32.npz"), "--out", str(tmp_path / "t.cmhx")]).exit_code == 0
+    found = runner.invoke(app, ["search", "--index", str(tmp_path / "t.cmhx"), "--model", str(int8_export),
+                                "--text", "a dog", "--precision", "int8", "--json"])
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.stdout)["queries"][0]["results"]) == 5
