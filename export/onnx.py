@@ -272,23 +272,16 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         return result
 
     failure: ExportValidationError | None = None
-    try:
-        result.validation = validate_export(out, encoders=specs, dataset=dataset, on_step=step)
-    except ExportValidationError as exc:
-        failure, result.validation = exc, exc.report
-    if fp16:
+    checks = [("validation", lambda: validate_export(out, encoders=specs, dataset=dataset, on_step=step))]
+    checks += [(name, lambda check=check: check(out, dataset=dataset, on_step=step))
+               for name, check, wanted in (("fp16", validate_fp16, fp16), ("int8", validate_int8, int8)) if wanted]
+    for name, check in checks:  # every check runs, so every report is written, before the first failure raises
         try:
-            result.fp16 = validate_fp16(out, dataset=dataset, on_step=step)
+            setattr(result, name, check())
         except ExportValidationError as exc:
             failure = failure or exc
-            result.fp16 = exc.report
-    if int8:
-        try:
-            result.int8 = validate_int8(out, dataset=dataset, on_step=step)
-        except ExportValidationError as exc:
-            failure = failure or exc
-            result.int8 = exc.report
+            setattr(result, name, exc.report)
     if failure is not None:
-        failure.result = result  # both reports, for callers that print them
+        failure.result = result  # every report, for callers that print them
         raise failure
     return result
