@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from cmhash.runtime.io import atomic_write
 from cmhash.runtime.plots import save_pr_curves
 from cmhash.zoo.backbones import get_config

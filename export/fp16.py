@@ -22,15 +22,13 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from cmhash.errors import ExportError, ExportValidationError, require
-from cmhash.runtime.codes import pack
-from cmhash.runtime.io import sha256_file
-
+from cmhash.errors import ExportError, require
 from cmhash.runtime.formats.export_manifest import ExportManifest, Variant, add_sections, model_file, read_export_manifest
+from cmhash.runtime.io import sha256_file
 
 from .protos import save_proto, set_metadata
 from .variant_check import validate_variant

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmhash.zoo.heads import HashHead, HeadInit, check_head_init
+from cmhash.zoo.heads import HeadInit, check_head_init
 from cmhash.zoo.backbones import backbone_names
 from cmhash.zoo.config_io import JsonConfig
 from cmhash.errors import ConfigError, InvalidInputError
