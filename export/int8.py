@@ -114,7 +114,8 @@ def quantize_int8(src: str | Path, dst: str | Path, input_kind: str, *,
         out = Path(tmp) / "int8.onnx"
         if input_kind == "pixels":
             if not calibration or preprocess is None:
-                raise ExportError("static int8 quantization of an image tower needs calibration images")
+                raise ExportError("static int8 quantization of an image tower needs calibration images: "
+                                  "pass --calibration DIR (a folder of photos)")
             trt = target == "tensorrt"
             quant.quantize_static(str(named), str(out), _Images(list(calibration), preprocess, input_name),
                                   quant_format=quant.QuantFormat.QDQ, per_channel=True,
@@ -129,7 +130,8 @@ def quantize_int8(src: str | Path, dst: str | Path, input_kind: str, *,
         else:
             quant.quantize_dynamic(str(named), str(out), weight_type=quant.QuantType.QInt8, per_channel=True,
                                    nodes_to_exclude=excluded)
-            info = {"method": "dynamic", "target": target, "weights": "int8 per channel (onnxruntime's default ops: MatMul, Gather, ...)",
+            info = {"method": "dynamic", "target": target,
+                    "weights": "int8 per channel (onnxruntime's default ops: MatMul, Gather, ...)",
                     "activations": "quantized per batch at run time"}
         int8 = onnx.load(str(out))
     set_metadata(int8, {"precision": "int8", "int8_quantization": info["method"], "fp32_source_sha256": sha256_file(src)})
