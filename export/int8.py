@@ -163,19 +163,29 @@ def calibration_images(dataset: Any = None, folder: str | os.PathLike | None = N
 
 
 def add_int8_variants(folder: str | Path, manifest: ExportManifest | None = None, *,
-                      calibration: Sequence[Path] = (), target: str = "cpu",
-                      on_step: Callable[[str], None] | None = None) -> ExportManifest:
-    """`<modality>.int8.onnx` for every encoder of an export folder; export.json gets `Variant`s."""
+                      calibration: str | os.PathLike | None = None, dataset: Any = None, data_root: str | None = None,
+                      target: str = "cpu", on_step: Callable[[str], None] | None = None) -> ExportManifest:
+    """`<modality>.int8.onnx` for every encoder of an export folder; export.json gets `Variant`s.
+
+    An image tower is calibrated on the photos of the folder `calibration`, else on the training images
+    of `dataset` (default: the export's source dataset, from `data_root`)."""
+    from .sources import load_source_dataset
+
     step = on_step or (lambda _msg: None)
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_export_manifest(folder)
+    images: list[Path] = []
+    if "image" in manifest.encoders:
+        if calibration is None and dataset is None:
+            dataset = load_source_dataset(manifest.source.dataset, data_root)
+        images = calibration_images(dataset, calibration, manifest.source.split_seed)
     variants = []
     for modality, enc in manifest.encoders.items():
         name = model_file(modality, "int8")
         pre = ImagePreprocess.from_dict(enc.preprocess) if enc.input_kind == "pixels" else None
         step(f"quantizing the {modality} encoder to int8"
-             + (f" (calibrated on {len(calibration)} images)" if pre is not None else ""))
-        info = quantize_int8(folder / enc.files["fp32"], folder / name, enc.input_kind, calibration=calibration,
+             + (f" (calibrated on {len(images)} images)" if pre is not None else ""))
+        info = quantize_int8(folder / enc.files["fp32"], folder / name, enc.input_kind, calibration=images,
                              preprocess=pre, input_name=enc.inputs[0] if enc.inputs else "pixels", target=target)
         variants.append(Variant(modality, "int8", name, info))
     return add_sections(folder, *variants, manifest=manifest)

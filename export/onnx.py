@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import cmhash
-from cmhash.errors import ExportError, ExportValidationError
+from cmhash.errors import ExportError
 from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, FORMAT, TOKENIZER_NAME, VOCABULARY_NAME, ExportManifest,
                                                     file_entries, model_file, write_export_manifest)
 
 from .encoders import OUTPUT_NAMES, EncoderSpec, build_encoders
 from .fp16 import add_fp16_variants, validate_fp16
-from .int8 import add_int8_variants, calibration_images, validate_int8
+from .int8 import add_int8_variants, validate_int8
 from .protos import copy_atomic, save_proto, set_metadata
 from .sources import check_out_folder, load_source_dataset, source_hashes
-from .validate import validate_export
+from .validate import run_checks, validate_export
 
 MIN_OPSET = 18
 EXPORTER = "torch.onnx.export(dynamo=True)"
@@ -226,7 +226,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     config = model.config
     hashes = source_hashes(checkpoint)
     specs = build_encoders(model, dict(backbone_weights or {}))
-    if dataset is None and (validate or (int8 and calibration is None and "image" in specs)):
+    if dataset is None and validate:
         dataset = load_source_dataset(config.dataset, data_root)
     out.mkdir(parents=True, exist_ok=True)
     encoders, written = {}, []
@@ -264,23 +264,18 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         result.manifest = add_fp16_variants(out, result.manifest)
         result.files += [e.files["fp16"] for e in result.manifest.encoders.values()]
     if int8:
-        images = calibration_images(dataset, calibration, config.split_seed) if "image" in specs else []
-        result.manifest = add_int8_variants(out, result.manifest, calibration=images, target=int8_target,
-                                            on_step=step)
+        result.manifest = add_int8_variants(out, result.manifest, calibration=calibration, dataset=dataset,
+                                            data_root=data_root, target=int8_target, on_step=step)
         result.files += [e.files["int8"] for e in result.manifest.encoders.values()]
     if not validate:
         return result
 
-    failure: ExportValidationError | None = None
     checks = [("validation", lambda: validate_export(out, encoders=specs, dataset=dataset, on_step=step))]
     checks += [(name, lambda check=check: check(out, dataset=dataset, on_step=step))
                for name, check, wanted in (("fp16", validate_fp16, fp16), ("int8", validate_int8, int8)) if wanted]
-    for name, check in checks:  # every check runs, so every report is written, before the first failure raises
-        try:
-            setattr(result, name, check())
-        except ExportValidationError as exc:
-            failure = failure or exc
-            setattr(result, name, exc.report)
+    reports, failure = run_checks(checks)
+    for name, report in reports.items():
+        setattr(result, name, report)
     if failure is not None:
         failure.result = result  # every report, for callers that print them
         raise failure

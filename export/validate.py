@@ -11,7 +11,7 @@ position so that the later checks still run. The report goes to `validation.json
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -216,6 +216,19 @@ def _reference_encoders(manifest: ExportManifest, checkpoint: str | Path | None)
         raise ExportError(f"{path} is not the checkpoint this folder was exported from ({', '.join(changed)} "
                           "sha256 differ); pass the right --checkpoint, or export again")
     return build_encoders(CrossModalHasher.from_pretrained(path))
+
+
+def run_checks(checks: Sequence[tuple[str, Callable[[], dict[str, Any]]]]
+               ) -> tuple[dict[str, dict[str, Any]], ExportValidationError | None]:
+    """Run every check (validation, fp16, int8), so each report is written even after a failure; return
+    the reports by name and the first failure (None when all passed)."""
+    reports, failure = {}, None
+    for name, check in checks:
+        try:
+            reports[name] = check()
+        except ExportValidationError as exc:
+            reports[name], failure = exc.report, failure or exc
+    return reports, failure
 
 
 def summary(report: dict[str, Any]) -> Validation:

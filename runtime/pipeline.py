@@ -68,9 +68,8 @@ def encode_images(model: str | os.PathLike, paths: Sequence[str | os.PathLike], 
     encoder = options.load(model, "image")
     result = options.run(encoder, [str(f) for f in kept])
     data = CodesFile(result.codes, np.array(ids, dtype=np.int64), [str(f) for f in kept], encoder.bits,
-                     "image", encoder.method, str(model), model_id=encoder.model_id)
+                     "image", encoder.method, str(model), model_id=encoder.model_id, skipped=skipped)
     save_codes(out, data)
-    data.skipped = skipped
     return data
 
 

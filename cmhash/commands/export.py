@@ -159,25 +159,20 @@ def validate_folder(
     """
     from cmhash.export.fp16 import validate_fp16
     from cmhash.export.int8 import validate_int8
-    from cmhash.export.validate import validate_export
+    from cmhash.export.validate import run_checks, validate_export
     from cmhash.runtime.formats.export_manifest import read_export_manifest
 
     manifest = read_export_manifest(folder)
     wanted = {p: (flag if flag is not None else all(p in e.files for e in manifest.encoders.values()))
               for p, flag in (("fp16", fp16), ("int8", int8))}
     ds = _load(dataset, data_root, images, texts)
-    reports: dict[str, Any] = {"validation": None, "fp16": None, "int8": None}
-    failure = None
     with _steps(progress and not as_json) as step:
         checks = [("validation", lambda: validate_export(folder, checkpoint=checkpoint, dataset=ds, data_root=data_root,
                                                          atol=atol, on_step=step))]
         checks += [(p, lambda check=check: check(folder, dataset=ds, data_root=data_root, on_step=step))
                    for p, check in (("fp16", validate_fp16), ("int8", validate_int8)) if wanted[p]]
-        for name, run in checks:
-            try:
-                reports[name] = run()
-            except ExportValidationError as exc:
-                reports[name], failure = exc.report, failure or exc
+        found, failure = run_checks(checks)
+    reports: dict[str, Any] = {"validation": None, "fp16": None, "int8": None, **found}
     if as_json:
         print(json.dumps(reports, indent=2))
     else:
@@ -210,21 +205,13 @@ def export_int8(
     * `cmhash export int8 exports/mine --calibration photos/ --images photos/ --texts captions.txt`
     * `cmhash export int8 exports/dmsh64 --target tensorrt` (then `cmhash export trt ... --precision int8`)
     """
-    from cmhash.export.int8 import add_int8_variants, calibration_images, validate_int8
-    from cmhash.export.sources import load_source_dataset
-    from cmhash.runtime.formats.export_manifest import read_export_manifest
+    from cmhash.export.int8 import add_int8_variants, validate_int8
 
-    manifest = read_export_manifest(folder)
     ds = _load(dataset, data_root, images, texts)
     report, failure = None, None
     with _steps(progress and not as_json) as step:
-        if "image" in manifest.encoders:
-            source = ds if ds is not None or calibration is not None else load_source_dataset(manifest.source.dataset,
-                                                                                             data_root)
-            cal = calibration_images(source, calibration, manifest.source.split_seed)
-        else:
-            cal = []
-        add_int8_variants(folder, manifest, calibration=cal, target=target, on_step=step)
+        add_int8_variants(folder, calibration=calibration, dataset=ds, data_root=data_root, target=target,
+                          on_step=step)
         try:
             report = validate_int8(folder, dataset=ds, data_root=data_root, on_step=step)
         except ExportValidationError as exc:

@@ -156,9 +156,9 @@ def encode_images(
         return
     from cmhash.runtime.pipeline import encode_images as run
 
-    with _warnings_as_notes():
-        from cmhash.runtime.input_files import other_files
+    from cmhash.runtime.input_files import other_files
 
+    with _warnings_as_notes():
         data = run(model, paths, out, options, overwrite=overwrite, skip_unreadable=skip_unreadable)
     _report({**_summary(data, out), "other_files": other_files(paths)}, as_json, "images")
 

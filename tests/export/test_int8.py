@@ -27,11 +27,19 @@ CALIBRATION = 8
 
 
 @pytest.fixture(scope="module")
-def int8_export(session_export, tmp_path_factory):
+def photos(session_export, tmp_path_factory):
+    """A folder of CALIBRATION of the checkpoint's training images (`--calibration DIR`)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for src in calibration_images(session_export.dataset)[:CALIBRATION]:
+        shutil.copy(src, folder / src.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_export(session_export, photos, tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8") / "export"
     shutil.copytree(session_export.folder, folder)
-    images = calibration_images(session_export.dataset)[:CALIBRATION]
-    add_int8_variants(folder, calibration=images)
+    add_int8_variants(folder, calibration=photos)
     return folder
 
 
@@ -84,14 +92,14 @@ def test_an_export_without_int8_names_the_command_that_makes_it(session_export):
         load_encoder(session_export.folder, "text", precision="int8")
 
 
-def test_tensorrt_builds_the_qdq_image_tower_and_refuses_the_dynamic_text_tower(int8_export, session_export, tmp_path):
+def test_tensorrt_builds_the_qdq_image_tower_and_refuses_the_dynamic_text_tower(int8_export, photos, tmp_path):
     folder = tmp_path / "export"
     shutil.copytree(int8_export, folder)
     assert precision_path("10.9.0", "int8") == precision_path("11.4.0", "int8") == "int8-qdq"
     with pytest.raises(ConfigError, match=f"quantized for onnxruntime.*cmhash export int8 {folder} --target tensorrt"):
         build_engines(folder, BuildOptions(precision="int8", modalities=("image",)), trt=FakeTensorRT("11.4.0"),
                       platform=A100)
-    add_int8_variants(folder, calibration=calibration_images(session_export.dataset)[:CALIBRATION], target="tensorrt")
+    add_int8_variants(folder, calibration=photos, target="tensorrt")
     graph = onnx.load(str(folder / "image.int8.onnx")).graph
     zero_points = [i for i in graph.initializer if i.name.endswith("zero_point")]
     assert zero_points and all(z.data_type != onnx.TensorProto.UINT8 and not onnx.numpy_helper.to_array(z).any()
