@@ -16,7 +16,8 @@ import numpy as np
 
 from cmhash.errors import ExportError, ExportValidationError
 from cmhash.runtime.codes import pack
-from cmhash.runtime.formats.export_manifest import VariantCheck, add_sections, read_export_manifest, report_name
+from cmhash.runtime.formats.export_manifest import (VariantCheck, add_sections, read_export_manifest, report_name,
+                                                    variant_command)
 from cmhash.runtime.formats.export_manifest import write_report as save_report
 
 from .runner import Runner, flips_of, session
@@ -61,7 +62,8 @@ def validate_variant(folder: str | Path, precision: str, *, min_agreement: float
     encoders, failures, flipped, total = {}, [], 0, 0
     for modality, enc in manifest.encoders.items():
         if precision not in enc.files:
-            raise ExportError(f"{folder} has no {precision} {modality} encoder; run cmhash export onnx ... --{precision}")
+            raise ExportError(f"{folder} has no {precision} {modality} encoder; make one with: "
+                              f"{variant_command(folder, precision)}")
         step(f"checking the {precision} {modality} encoder")
         h32, c32 = _run_all(Runner(session(folder / enc.files["fp32"]), enc.inputs), inputs[modality], batch_size)
         h16, c16 = _run_all(Runner(session(folder / enc.files[precision]), enc.inputs), inputs[modality], batch_size)

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from cmhash.errors import DataFormatError, ExportFolderError
 from cmhash.runtime.formats.export_manifest import (ENCODER_FORMAT, MANIFEST_NAME, REEXPORT, EncoderEntry,
-                                                    read_export_manifest)
+                                                    read_export_manifest, variant_command)
 from cmhash.runtime.formats.manifest import digest, short
 
 
@@ -65,8 +65,7 @@ class ExportFolder:
         if precision not in entry.files:
             raise ExportFolderError(
                 f"{self.path} has no {precision} {modality} model (it has {', '.join(entry.files)}); "
-                + {"fp16": "make one with: cmhash export onnx CHECKPOINT --out DIR --fp16",
-                   "int8": f"make one with: cmhash export int8 {self.path}"}.get(precision, REEXPORT)
+                + (f"make one with: {variant_command(self.path, precision)}" if precision != "fp32" else REEXPORT)
             )
         return self.file(entry.files[precision], verify=verify)
 

@@ -36,7 +36,6 @@ TOKENIZER_NAME = "tokenizer.json"
 VOCABULARY_NAME = "vocabulary.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"  # the source file whose sha256 identifies the model
 REPORT_NAME = "validation.json"
-PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX variants an export folder may hold
 INPUT_KINDS = ("pixels", "tokens", "bow")
 MODALITIES = ("image", "text")
 REQUIRED = ("format", "bits", "modalities", "encoders", "files")
@@ -48,6 +47,13 @@ CREATE = "create one with: cmhash export onnx CHECKPOINT --out DIR"
 def model_file(modality: str, precision: str = "fp32") -> str:
     """The ONNX file name of one encoder at one precision."""
     return f"{modality}.onnx" if precision == "fp32" else f"{modality}.{precision}.onnx"
+
+
+def variant_command(folder: str | os.PathLike, precision: str) -> str:
+    """The command that adds a reduced-precision variant to an export folder."""
+    if precision == "int8":
+        return f"cmhash export int8 {folder}"
+    return "cmhash export onnx CHECKPOINT --out DIR --fp16"
 
 
 def report_name(precision: str) -> str:
