@@ -5,11 +5,11 @@
 - Image towers (CNNs): **static** quantization in QDQ form (QuantizeLinear/DequantizeLinear pairs
   around each quantized op), calibrated on real images: the checkpoint's own training images by
   default, or the user's. Weights QInt8 per channel. Activations depend on the target:
-  - `cpu` (default): uint8 with a zero point, onnxruntime's fast U8S8 kernels (measured on
-    EfficientNet-Lite0, batch 32, 1 thread: 121 ms against 275 ms fp32);
+  - `cpu` (default): uint8 with a zero point, onnxruntime's fast U8S8 kernels (bench/int8_targets.py
+    on EfficientNet-Lite0, batch 32, 1 thread: 127.5 ms against 284.5 ms fp32);
   - `tensorrt`: int8 symmetric (zero point 0), what TensorRT's explicit quantization accepts
     (`cmhash export trt --precision int8`); onnxruntime runs it too but slower than fp32 on a CPU
-    (417 ms in the same measurement).
+    (425.0 ms in the same measurement).
 
 In both, the hash layer (the last MatMul/Gemm before `hash`) and the code packing (`hash` -> `codes`)
 are excluded from quantization and stay in float, so `codes == pack(hash)` still holds for the int8
