@@ -182,7 +182,8 @@ def build_engines(folder: str | Path, options: BuildOptions, *, trt: Any = None,
     if path == "int8-qdq" and any("int8" not in manifest.encoders[m].files for m in wanted):
         raise ConfigError(f"{folder} has no int8 variants to build from; make them first with: "
                           f"cmhash export int8 {folder}")
-    conversions = {m: manifest.encoders[m].fields.get("int8_conversion", {}) for m in wanted} if path == "int8-qdq" else {}
+    conversions = ({m: manifest.encoders[m].fields.get("int8_conversion", {}) for m in wanted}
+                   if path == "int8-qdq" else {})
     dynamic = [m for m, c in conversions.items() if c.get("format") != "QDQ"]
     if dynamic:
         raise ConfigError(f"the int8 {', '.join(dynamic)} encoder of {folder} is dynamically quantized "
